@@ -1,0 +1,38 @@
+# Two commands matter: `make demo` and `make test`. Each sets up .venv on its own.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest services bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/subledger demo
+
+test: $(STAMP) services lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP) services
+	$(BIN)/pytest
+
+# PostgreSQL and Redis must answer before the integration tests run.
+services:
+	@bash scripts/ensure-services.sh
+
+bench: $(STAMP) services
+	$(BIN)/python -m bench all
+
+clean:
+	rm -rf $(VENV) .subledger .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The front door: command schemas, handlers, settings and bootstrap, the CLI and the demo."""

@@ -1,0 +1,38 @@
+"""Builds the ledger from settings: the one place that wires storage to the domain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from commands.settings import Settings, persistence_env
+from ledger.application import Ledger
+
+
+def prepare_storage(env: dict[str, str]) -> None:
+    """Creates what eventsourcing expects to exist: the SQLite folder, the PG schema."""
+    if env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite":
+        Path(env["SQLITE_DBNAME"]).parent.mkdir(parents=True, exist_ok=True)
+    elif env["POSTGRES_SCHEMA"]:
+        with psycopg.connect(
+            dbname=env["POSTGRES_DBNAME"],
+            host=env["POSTGRES_HOST"],
+            port=env["POSTGRES_PORT"],
+            user=env["POSTGRES_USER"],
+            password=env["POSTGRES_PASSWORD"],
+            autocommit=True,
+        ) as conn:
+            conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    sql.Identifier(env["POSTGRES_SCHEMA"])
+                )
+            )
+
+
+def bootstrap(database_url: str | None = None) -> Ledger:
+    """The ledger on ``database_url``, or on ``SUBLEDGER_DATABASE_URL`` / the default."""
+    env = persistence_env(database_url or Settings().database_url)
+    prepare_storage(env)
+    return Ledger(env=env)

@@ -1,0 +1,160 @@
+"""The commands services send, as pydantic models: validated at the edge, typed inside.
+
+Every command carries a ``command_id`` chosen by the sender; sending the same id twice
+changes nothing the second time and returns the first answer. Amounts are integer minor
+units of the currency (1999 EUR is 19.99 EUR).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+CommandId = Annotated[str, Field(min_length=1, max_length=200)]
+CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+PlanCode = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+IntervalText = Annotated[str, Field(min_length=3, max_length=20, examples=["month", "3 months"])]
+
+
+class Command(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command_id: CommandId
+
+
+class RegisterPlan(Command):
+    type: Literal["register_plan"] = "register_plan"
+    code: PlanCode
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    description: str = ""
+    features: list[str] = []
+
+
+class AddPrice(Command):
+    type: Literal["add_price"] = "add_price"
+    plan_code: PlanCode
+    currency: CurrencyCode
+    amount: Annotated[int, Field(ge=0, description="minor units")]
+    interval: IntervalText = "month"
+    trial_days: Annotated[int, Field(ge=0)] = 0
+
+
+class ArchivePrice(Command):
+    type: Literal["archive_price"] = "archive_price"
+    plan_code: PlanCode
+    price_id: str
+
+
+class ArchivePlan(Command):
+    type: Literal["archive_plan"] = "archive_plan"
+    plan_code: PlanCode
+
+
+class RegisterCustomer(Command):
+    """Registers a customer; the id is derived from the command id unless given."""
+
+    type: Literal["register_customer"] = "register_customer"
+    customer_id: UUID | None = None
+    email: Annotated[str, Field(max_length=320)]
+    name: Annotated[str, Field(max_length=200)]
+    currency: CurrencyCode
+
+
+class AddPaymentMethod(Command):
+    type: Literal["add_payment_method"] = "add_payment_method"
+    customer_id: UUID
+    payment_method_id: Annotated[str, Field(min_length=1, max_length=100)]
+    gateway: Annotated[str, Field(min_length=1, max_length=40)] = "sandbox"
+    token: Annotated[str, Field(min_length=1, max_length=200)]
+    brand: str = "visa"
+    last4: str
+    exp_month: int
+    exp_year: int
+    make_default: bool = False
+
+
+class SwitchDefaultPaymentMethod(Command):
+    type: Literal["switch_default_payment_method"] = "switch_default_payment_method"
+    customer_id: UUID
+    payment_method_id: str
+
+
+class StartSubscription(Command):
+    """Starts a subscription; its id is derived from the command id."""
+
+    type: Literal["start_subscription"] = "start_subscription"
+    customer_id: UUID
+    plan_code: PlanCode
+    interval: IntervalText = "month"
+    currency: CurrencyCode | None = Field(None, description="defaults to the customer's")
+    trial_days: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="per-signup trial; defaults to the price's"
+    )
+
+
+class ChangePlan(Command):
+    """Upgrades take effect now (prorated), downgrades at period end, unless ``when``."""
+
+    type: Literal["change_plan"] = "change_plan"
+    subscription_id: UUID
+    plan_code: PlanCode
+    interval: IntervalText | None = Field(None, description="defaults to the current one")
+    when: Literal["now", "period_end"] | None = None
+
+
+class CancelSubscription(Command):
+    """Cancel ``now`` (optionally refunding the unused part), at ``period_end``, or on a
+    ``date`` given as ``cancel_at``."""
+
+    type: Literal["cancel_subscription"] = "cancel_subscription"
+    subscription_id: UUID
+    when: Literal["now", "period_end", "date"] = "period_end"
+    cancel_at: AwareDatetime | None = None
+    refund_unused: bool = False
+
+    @model_validator(mode="after")
+    def _date_goes_with_when(self) -> CancelSubscription:
+        if (self.when == "date") != (self.cancel_at is not None):
+            raise ValueError("cancel_at is required with when='date', and only then")
+        return self
+
+
+class RevokeCancel(Command):
+    type: Literal["revoke_cancel"] = "revoke_cancel"
+    subscription_id: UUID
+
+
+class PauseSubscription(Command):
+    type: Literal["pause_subscription"] = "pause_subscription"
+    subscription_id: UUID
+
+
+class ResumeSubscription(Command):
+    type: Literal["resume_subscription"] = "resume_subscription"
+    subscription_id: UUID
+
+
+AnyCommand = Annotated[
+    RegisterPlan
+    | AddPrice
+    | ArchivePrice
+    | ArchivePlan
+    | RegisterCustomer
+    | AddPaymentMethod
+    | SwitchDefaultPaymentMethod
+    | StartSubscription
+    | ChangePlan
+    | CancelSubscription
+    | RevokeCancel
+    | PauseSubscription
+    | ResumeSubscription,
+    Field(discriminator="type"),
+]
+command_adapter: TypeAdapter[AnyCommand] = TypeAdapter(AnyCommand)
+
+
+def parse_command(raw: str | bytes) -> AnyCommand:
+    """A command from its JSON text; raises pydantic's ValidationError when invalid."""
+    return command_adapter.validate_json(raw)

@@ -1,0 +1,56 @@
+"""Settings from the environment (``SUBLEDGER_*``) or a ``.env`` file, and what the
+database URL means for the event store."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///.subledger/ledger.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SUBLEDGER_", env_file=".env", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+
+
+class InvalidDatabaseUrl(ValueError):
+    pass
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` URL."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///")
+    if not path:
+        raise InvalidDatabaseUrl(f"{url!r} names no file (sqlite:///relative/path.db)")
+    return path
+
+
+def persistence_env(url: str) -> dict[str, str]:
+    """The eventsourcing environment for a database URL."""
+    path = sqlite_path(url)
+    if path is not None:
+        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path}
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise InvalidDatabaseUrl(
+            f"unsupported database URL {url!r}: use sqlite:///path.db or "
+            "postgresql://user@host:port/dbname"
+        )
+    dbname = parts.path.lstrip("/")
+    if not dbname or not parts.hostname:
+        raise InvalidDatabaseUrl(f"{url!r} needs a host and a database name")
+    schema = parse_qs(parts.query).get("schema", [""])[0]
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": dbname,
+        "POSTGRES_HOST": parts.hostname,
+        "POSTGRES_PORT": str(parts.port or 5432),
+        "POSTGRES_USER": unquote(parts.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        "POSTGRES_SCHEMA": schema,
+    }

@@ -1,0 +1,181 @@
+"""Customers: contact data, payment methods (gateway tokens only), account credit.
+
+A card number never enters the ledger: a token that looks like one (13-19 digits that
+pass the Luhn check) is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from ledger.errors import (
+    CardNumberNotAllowed,
+    CurrencyMismatch,
+    InvalidCustomer,
+    InvalidPaymentMethod,
+    UnknownPaymentMethod,
+)
+from ledger.money import Money, exponent
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def passes_luhn(digits: str) -> bool:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char)
+        if position % 2 == 1:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def looks_like_card_number(token: str) -> bool:
+    digits = re.sub(r"[\s-]", "", token)
+    return digits.isdigit() and 13 <= len(digits) <= 19 and passes_luhn(digits)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentMethod:
+    """A gateway's token for a card or account, with what a receipt may show."""
+
+    id: str
+    gateway: str
+    token: str
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+
+    def __post_init__(self) -> None:
+        if looks_like_card_number(self.token):
+            raise CardNumberNotAllowed(
+                "the payment method token looks like a card number; send the gateway's token"
+            )
+        if not self.id or not self.gateway or not self.token:
+            raise InvalidPaymentMethod("a payment method needs an id, a gateway and a token")
+        if not (len(self.last4) == 4 and self.last4.isdigit()):
+            raise InvalidPaymentMethod(f"last4 must be four digits, got {self.last4!r}")
+        if not 1 <= self.exp_month <= 12:
+            raise InvalidPaymentMethod(f"expiry month must be 1-12, got {self.exp_month}")
+        if not 2000 <= self.exp_year <= 2199:
+            raise InvalidPaymentMethod(f"expiry year {self.exp_year} is not plausible")
+
+    def is_expired(self, at: datetime) -> bool:
+        return (at.year, at.month) > (self.exp_year, self.exp_month)
+
+
+class Customer(Aggregate):
+    # State set by the events' apply(); under TYPE_CHECKING because eventsourcing would
+    # turn class annotations into constructor fields.
+    if TYPE_CHECKING:
+        email: str
+        name: str
+        currency: str
+        payment_methods: dict[str, PaymentMethod]
+        default_payment_method_id: str | None
+        credit_balance: Money
+
+    class Registered(Aggregate.Created):
+        email: str
+        name: str
+        currency: str
+
+        def apply(self, customer: Customer) -> None:
+            customer.email = self.email
+            customer.name = self.name
+            customer.currency = self.currency
+            customer.payment_methods = {}
+            customer.default_payment_method_id = None
+            customer.credit_balance = Money.zero(self.currency)
+
+    class ContactChanged(Aggregate.Event):
+        email: str
+        name: str
+
+        def apply(self, customer: Customer) -> None:
+            customer.email = self.email
+            customer.name = self.name
+
+    class PaymentMethodAdded(Aggregate.Event):
+        method: PaymentMethod
+        is_default: bool
+
+        def apply(self, customer: Customer) -> None:
+            customer.payment_methods[self.method.id] = self.method
+            if self.is_default:
+                customer.default_payment_method_id = self.method.id
+
+    class DefaultPaymentMethodSwitched(Aggregate.Event):
+        payment_method_id: str
+
+        def apply(self, customer: Customer) -> None:
+            customer.default_payment_method_id = self.payment_method_id
+
+    class CreditAdjusted(Aggregate.Event):
+        amount: Money
+        reason: str
+
+        def apply(self, customer: Customer) -> None:
+            customer.credit_balance = customer.credit_balance + self.amount
+
+    @classmethod
+    def register(cls, id: UUID, email: str, name: str, currency: str, at: datetime) -> Customer:
+        _check_contact(email, name)
+        exponent(currency)
+        return cls._create(
+            cls.Registered, id=id, timestamp=at, email=email, name=name, currency=currency
+        )
+
+    def change_contact(self, email: str, name: str, at: datetime) -> None:
+        _check_contact(email, name)
+        self.trigger_event(self.ContactChanged, timestamp=at, email=email, name=name)
+
+    def add_payment_method(self, method: PaymentMethod, make_default: bool, at: datetime) -> None:
+        if method.id in self.payment_methods:
+            raise InvalidPaymentMethod(f"payment method {method.id!r} is already on file")
+        if method.is_expired(at):
+            raise InvalidPaymentMethod(f"payment method {method.id!r} has expired")
+        is_default = make_default or self.default_payment_method_id is None
+        self.trigger_event(
+            self.PaymentMethodAdded, timestamp=at, method=method, is_default=is_default
+        )
+
+    def switch_default_payment_method(self, payment_method_id: str, at: datetime) -> None:
+        method = self.payment_methods.get(payment_method_id)
+        if method is None:
+            raise UnknownPaymentMethod(f"customer has no payment method {payment_method_id!r}")
+        if method.is_expired(at):
+            raise InvalidPaymentMethod(f"payment method {payment_method_id!r} has expired")
+        self.trigger_event(
+            self.DefaultPaymentMethodSwitched, timestamp=at, payment_method_id=payment_method_id
+        )
+
+    def adjust_credit(self, amount: Money, reason: str, at: datetime) -> None:
+        """Adds (positive) or uses (negative) account credit, never below zero."""
+        if amount.currency != self.currency:
+            raise CurrencyMismatch(f"credit in {amount.currency} for a {self.currency} customer")
+        if (self.credit_balance + amount).amount < 0:
+            raise InvalidCustomer(f"credit balance {self.credit_balance} cannot cover {-amount}")
+        if amount:
+            self.trigger_event(self.CreditAdjusted, timestamp=at, amount=amount, reason=reason)
+
+    def default_payment_method(self, at: datetime) -> PaymentMethod | None:
+        """The default method if it can still be charged at ``at``."""
+        if self.default_payment_method_id is None:
+            return None
+        method = self.payment_methods[self.default_payment_method_id]
+        return None if method.is_expired(at) else method
+
+
+def _check_contact(email: str, name: str) -> None:
+    if not _EMAIL.match(email):
+        raise InvalidCustomer(f"{email!r} is not an email address")
+    if not name.strip():
+        raise InvalidCustomer("a customer needs a name")

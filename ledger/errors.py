@@ -1,0 +1,131 @@
+"""Typed domain errors: each names the rule that was broken.
+
+Every error carries a stable machine ``code`` (for bus replies and HTTP answers) and a
+human message.
+"""
+
+
+class DomainError(Exception):
+    """A business rule refused a command."""
+
+    code = "domain_error"
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class InvalidMoney(DomainError):
+    code = "invalid_money"
+
+
+class UnknownCurrency(InvalidMoney):
+    code = "unknown_currency"
+
+
+class CurrencyMismatch(InvalidMoney):
+    code = "currency_mismatch"
+
+
+class InvalidInterval(DomainError):
+    code = "invalid_interval"
+
+
+class ClockCannotGoBack(DomainError):
+    code = "clock_cannot_go_back"
+
+
+class PlanAlreadyRegistered(DomainError):
+    code = "plan_already_registered"
+
+
+class PlanArchived(DomainError):
+    code = "plan_archived"
+
+
+class PriceArchived(DomainError):
+    code = "price_archived"
+
+
+class UnknownPrice(DomainError):
+    code = "unknown_price"
+
+
+class NoPriceInCurrency(DomainError):
+    code = "no_price_in_currency"
+
+
+class InvalidPrice(DomainError):
+    code = "invalid_price"
+
+
+class InvalidCustomer(DomainError):
+    code = "invalid_customer"
+
+
+class CustomerAlreadyRegistered(InvalidCustomer):
+    code = "customer_already_registered"
+
+
+class CardNumberNotAllowed(DomainError):
+    """A payment method token looked like a raw card number: we never store those."""
+
+    code = "card_number_not_allowed"
+
+
+class InvalidPaymentMethod(DomainError):
+    code = "invalid_payment_method"
+
+
+class UnknownPaymentMethod(DomainError):
+    code = "unknown_payment_method"
+
+
+class InvalidTransition(DomainError):
+    """Base of the subscription state-machine refusals."""
+
+    code = "invalid_transition"
+
+
+class SubscriptionAlreadyCanceled(InvalidTransition):
+    code = "subscription_already_canceled"
+
+
+class SubscriptionEnded(InvalidTransition):
+    code = "subscription_ended"
+
+
+class SamePrice(InvalidTransition):
+    code = "same_price"
+
+
+class InvalidTrial(InvalidTransition):
+    code = "invalid_trial"
+
+
+class NoScheduledCancel(InvalidTransition):
+    code = "no_scheduled_cancel"
+
+
+class CancelDateNotInFuture(InvalidTransition):
+    code = "cancel_date_not_in_future"
+
+
+class SubscriptionNotPausable(InvalidTransition):
+    code = "subscription_not_pausable"
+
+
+class SubscriptionNotPaused(InvalidTransition):
+    code = "subscription_not_paused"
+
+
+class TooManyConflicts(DomainError):
+    """Concurrent writers kept changing the same aggregates; the command was not applied."""
+
+    code = "too_many_conflicts"
+
+
+class CommandIdReused(DomainError):
+    """The same command id came with a different command: refuse rather than guess."""
+
+    code = "command_id_reused"

@@ -1,0 +1,67 @@
+"""Command records: the proof that a command id was handled, and what it answered.
+
+A record's id derives from the command id, and it is saved in the same transaction as
+the events the command produced. A second command with the same id therefore cannot
+commit: it collides on the record, and gets the first answer back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+
+def command_record_id(command_id: str) -> UUID:
+    return uuid5(NAMESPACE_URL, f"subledger:command:{command_id}")
+
+
+def fingerprint(command_type: str, payload: dict[str, Any]) -> str:
+    """A digest of what a command asked for, to tell a redelivery from a reused id."""
+    canonical = json.dumps([command_type, payload], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class CommandRecord(Aggregate):
+    # State set by the events' apply(); under TYPE_CHECKING because eventsourcing would
+    # turn class annotations into constructor fields.
+    if TYPE_CHECKING:
+        command_id: str
+        command_type: str
+        fingerprint: str
+        result: dict[str, Any]
+
+    class Handled(Aggregate.Created):
+        command_id: str
+        command_type: str
+        fingerprint: str
+        result: dict[str, Any]
+
+        def apply(self, record: CommandRecord) -> None:
+            record.command_id = self.command_id
+            record.command_type = self.command_type
+            record.fingerprint = self.fingerprint
+            record.result = dict(self.result)
+
+    @classmethod
+    def handled(
+        cls,
+        command_id: str,
+        command_type: str,
+        fingerprint: str,
+        result: dict[str, Any],
+        at: datetime,
+    ) -> CommandRecord:
+        return cls._create(
+            cls.Handled,
+            id=command_record_id(command_id),
+            timestamp=at,
+            command_id=command_id,
+            command_type=command_type,
+            fingerprint=fingerprint,
+            result=result,
+        )

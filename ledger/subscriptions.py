@@ -1,0 +1,375 @@
+"""Subscriptions: the state machine of one customer's subscription to one price.
+
+``trialing -> active -> (past_due) -> canceled``, ``trialing -> expired`` when a trial ends
+without a payment method, ``active <-> paused``. Periods are numbered from the billing
+anchor; the trial, when there is one, is period -1 and the anchor is the trial's end.
+Due transitions (trial end, renewal, scheduled cancel) are applied by ``advance`` at the
+instant they fell due, and every command first advances the subscription, so the history
+is always in time order.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import Enum, StrEnum
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from ledger.calendar import Period, boundary
+from ledger.catalog import Price
+from ledger.errors import (
+    CancelDateNotInFuture,
+    CurrencyMismatch,
+    InvalidTrial,
+    NoScheduledCancel,
+    SamePrice,
+    SubscriptionAlreadyCanceled,
+    SubscriptionEnded,
+    SubscriptionNotPausable,
+    SubscriptionNotPaused,
+)
+from ledger.money import Money
+from ledger.proration import Proration, prorate_change, unused_part
+
+
+# A plain Enum, not a StrEnum: json would store a str subclass as a bare string and
+# give back a str, so the registered transcoding would never run.
+class SubscriptionStatus(Enum):
+    TRIALING = "trialing"
+    ACTIVE = "active"
+    PAST_DUE = "past_due"
+    PAUSED = "paused"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+
+ENDED = frozenset({SubscriptionStatus.CANCELED, SubscriptionStatus.EXPIRED})
+# Statuses in which the customer is paying for the current period.
+BILLED = frozenset({SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE})
+
+
+class ChangeTiming(StrEnum):
+    NOW = "now"
+    PERIOD_END = "period_end"
+
+
+class Subscription(Aggregate):
+    # State set by the events' apply(); under TYPE_CHECKING because eventsourcing would
+    # turn class annotations into constructor fields.
+    if TYPE_CHECKING:
+        customer_id: UUID
+        price: Price
+        status: SubscriptionStatus
+        anchor: datetime
+        anchor_index: int
+        period: Period
+        trial_end: datetime | None
+        cancel_at: datetime | None
+        cancels_at_period_end: bool
+        pending_price: Price | None
+        ended_at: datetime | None
+
+    class Started(Aggregate.Created):
+        customer_id: UUID
+        price: Price
+        status: SubscriptionStatus
+        period: Period
+        trial_end: datetime | None
+
+        def apply(self, sub: Subscription) -> None:
+            sub.customer_id = self.customer_id
+            sub.price = self.price
+            sub.status = self.status
+            sub.period = self.period
+            sub.trial_end = self.trial_end
+            sub.anchor = self.trial_end or self.period.start
+            sub.anchor_index = 0
+            sub.cancel_at = None
+            sub.cancels_at_period_end = False
+            sub.pending_price = None
+            sub.ended_at = None
+
+    class TrialEnded(Aggregate.Event):
+        converted: bool
+        price: Price
+        period: Period
+
+        def apply(self, sub: Subscription) -> None:
+            if self.converted:
+                sub.status = SubscriptionStatus.ACTIVE
+                sub.price = self.price
+                sub.period = self.period
+                sub.pending_price = None
+            else:
+                sub.status = SubscriptionStatus.EXPIRED
+                sub.ended_at = self.timestamp
+
+    class Renewed(Aggregate.Event):
+        price: Price
+        period: Period
+        anchor: datetime
+        anchor_index: int
+
+        def apply(self, sub: Subscription) -> None:
+            sub.price = self.price
+            sub.period = self.period
+            sub.anchor = self.anchor
+            sub.anchor_index = self.anchor_index
+            sub.pending_price = None
+
+    class PlanChanged(Aggregate.Event):
+        from_price: Price
+        to_price: Price
+        credit: Money
+        charge: Money
+        period: Period
+        anchor: datetime
+        anchor_index: int
+
+        def apply(self, sub: Subscription) -> None:
+            sub.price = self.to_price
+            sub.period = self.period
+            sub.anchor = self.anchor
+            sub.anchor_index = self.anchor_index
+            sub.pending_price = None
+
+    class ChangeScheduled(Aggregate.Event):
+        to_price: Price
+        effective_at: datetime
+
+        def apply(self, sub: Subscription) -> None:
+            sub.pending_price = self.to_price
+
+    class CancelScheduled(Aggregate.Event):
+        cancel_at: datetime
+        at_period_end: bool
+
+        def apply(self, sub: Subscription) -> None:
+            sub.cancel_at = self.cancel_at
+            sub.cancels_at_period_end = self.at_period_end
+
+    class CancelRevoked(Aggregate.Event):
+        def apply(self, sub: Subscription) -> None:
+            sub.cancel_at = None
+            sub.cancels_at_period_end = False
+
+    class Canceled(Aggregate.Event):
+        refund: Money
+        scheduled: bool
+
+        def apply(self, sub: Subscription) -> None:
+            sub.status = SubscriptionStatus.CANCELED
+            sub.ended_at = self.timestamp
+            sub.cancel_at = None
+            sub.pending_price = None
+
+    class Paused(Aggregate.Event):
+        def apply(self, sub: Subscription) -> None:
+            sub.status = SubscriptionStatus.PAUSED
+
+    class Resumed(Aggregate.Event):
+        def apply(self, sub: Subscription) -> None:
+            sub.status = SubscriptionStatus.ACTIVE
+
+    @classmethod
+    def start(
+        cls, id: UUID, customer_id: UUID, price: Price, at: datetime, trial_days: int | None
+    ) -> Subscription:
+        """Starts now; ``trial_days`` None means the price's own trial."""
+        days = price.trial_days if trial_days is None else trial_days
+        if days < 0:
+            raise InvalidTrial(f"trial days cannot be negative, got {days}")
+        if days:
+            trial_end = at + timedelta(days=days)
+            first = Period(-1, at, trial_end)
+            status = SubscriptionStatus.TRIALING
+        else:
+            trial_end = None
+            first = Period(0, at, boundary(at, price.interval, 1))
+            status = SubscriptionStatus.ACTIVE
+        return cls._create(
+            cls.Started,
+            id=id,
+            timestamp=at,
+            customer_id=customer_id,
+            price=price,
+            status=status,
+            period=first,
+            trial_end=trial_end,
+        )
+
+    # Queries
+
+    @property
+    def is_ended(self) -> bool:
+        return self.status in ENDED
+
+    @property
+    def due_at(self) -> datetime | None:
+        """The next instant at which something happens on its own, if any."""
+        if self.is_ended:
+            return None
+        if self.cancel_at is not None:
+            return min(self.cancel_at, self.period.end)
+        return self.period.end
+
+    @property
+    def mrr(self) -> Money:
+        """Monthly recurring revenue: the price normalised to a month, while billed."""
+        if self.status not in BILLED:
+            return Money.zero(self.price.currency)
+        return self.price.amount.scaled(1 / self.price.interval.months)
+
+    # Commands
+
+    def advance(self, now: datetime, has_payment_method: bool) -> int:
+        """Applies every transition due by ``now``, each at its own instant; returns how many.
+
+        A trial converts when the customer has a payment method at its end, else it
+        expires. Idempotent by construction: a period renews once, then it is not due.
+        """
+        applied = 0
+        while (due := self.due_at) is not None and due <= now:
+            if self.cancel_at is not None and self.cancel_at <= self.period.end:
+                self.trigger_event(
+                    self.Canceled, timestamp=self.cancel_at, refund=self._zero, scheduled=True
+                )
+            elif self.status is SubscriptionStatus.TRIALING:
+                price = self.pending_price or self.price
+                self.trigger_event(
+                    self.TrialEnded,
+                    timestamp=due,
+                    converted=has_payment_method,
+                    price=price,
+                    period=Period(0, self.anchor, boundary(self.anchor, price.interval, 1)),
+                )
+            else:
+                price = self.pending_price or self.price
+                anchor, anchor_index = self._anchor_for(price, due)
+                index = self.period.index + 1
+                steps = index - anchor_index
+                self.trigger_event(
+                    self.Renewed,
+                    timestamp=due,
+                    price=price,
+                    period=Period(
+                        index,
+                        boundary(anchor, price.interval, steps),
+                        boundary(anchor, price.interval, steps + 1),
+                    ),
+                    anchor=anchor,
+                    anchor_index=anchor_index,
+                )
+            applied += 1
+        return applied
+
+    def change_price(
+        self, new: Price, at: datetime, timing: ChangeTiming | None = None
+    ) -> Proration | None:
+        """Changes plan. By default an upgrade (a higher monthly amount) takes effect now
+        with time-based proration and a downgrade at the end of the period. Returns the
+        proration of a change made now (zero while trialing or paused)."""
+        self._ensure_not_ended("change plan")
+        if new.id == self.price.id:
+            raise SamePrice(f"the subscription is already on {new.id!r}")
+        if new.currency != self.price.currency:
+            raise CurrencyMismatch(f"cannot move a {self.price.currency} subscription to {new.id}")
+        if timing is None:
+            is_upgrade = new.monthly_amount > self.price.monthly_amount
+            timing = ChangeTiming.NOW if is_upgrade else ChangeTiming.PERIOD_END
+        if timing is ChangeTiming.PERIOD_END:
+            self.trigger_event(
+                self.ChangeScheduled, timestamp=at, to_price=new, effective_at=self.period.end
+            )
+            return None
+        proration, current, anchor, anchor_index = self._change_now(new, at)
+        self.trigger_event(
+            self.PlanChanged,
+            timestamp=at,
+            from_price=self.price,
+            to_price=new,
+            credit=proration.credit,
+            charge=proration.charge,
+            period=current,
+            anchor=anchor,
+            anchor_index=anchor_index,
+        )
+        return proration
+
+    def _change_now(self, new: Price, at: datetime) -> tuple[Proration, Period, datetime, int]:
+        # Nothing was paid for a trial or a paused period: such a switch is not prorated.
+        billed = self.status in BILLED
+        zero = Proration(self._zero, self._zero)
+        if self.status is SubscriptionStatus.TRIALING or new.interval == self.price.interval:
+            proration = prorate_change(self.price.amount, new.amount, self.period, at)
+            return (proration if billed else zero), self.period, self.anchor, self.anchor_index
+        # A new interval restarts the billing cycle now: credit the unused old period,
+        # charge a whole new one (as Stripe does when the interval changes).
+        index = self.period.index + 1
+        current = Period(index, at, boundary(at, new.interval, 1))
+        if not billed:
+            return zero, current, at, index
+        credit = unused_part(self.price.amount, self.period, at)
+        return Proration(credit, new.amount), current, at, index
+
+    def _anchor_for(self, price: Price, start: datetime) -> tuple[datetime, int]:
+        """Keeps the anchor while the interval stays; a new interval anchors at ``start``."""
+        if price.interval == self.price.interval:
+            return self.anchor, self.anchor_index
+        return start, self.period.index + 1
+
+    def cancel_now(self, at: datetime, refund_unused: bool) -> Money:
+        """Cancels at once; with ``refund_unused``, the unused part of a paid period is
+        returned (the refund itself goes through the gateway that took the payment)."""
+        self._ensure_not_ended("cancel")
+        refund = self._zero
+        if refund_unused and self.status in BILLED:
+            refund = unused_part(self.price.amount, self.period, at)
+        self.trigger_event(self.Canceled, timestamp=at, refund=refund, scheduled=False)
+        return refund
+
+    def cancel_at_period_end(self, at: datetime) -> datetime:
+        self._ensure_not_ended("cancel")
+        self.trigger_event(
+            self.CancelScheduled, timestamp=at, cancel_at=self.period.end, at_period_end=True
+        )
+        return self.period.end
+
+    def cancel_on(self, when: datetime, at: datetime) -> None:
+        self._ensure_not_ended("cancel")
+        if when <= at:
+            raise CancelDateNotInFuture(
+                f"cancel date {when.isoformat()} is not after now ({at.isoformat()})"
+            )
+        self.trigger_event(self.CancelScheduled, timestamp=at, cancel_at=when, at_period_end=False)
+
+    def revoke_cancel(self, at: datetime) -> None:
+        self._ensure_not_ended("revoke a cancellation of")
+        if self.cancel_at is None:
+            raise NoScheduledCancel("the subscription has no scheduled cancellation to revoke")
+        self.trigger_event(self.CancelRevoked, timestamp=at)
+
+    def pause(self, at: datetime) -> None:
+        """Pauses collection: the calendar runs on, periods are not billed, MRR is 0."""
+        self._ensure_not_ended("pause")
+        if self.status is not SubscriptionStatus.ACTIVE:
+            raise SubscriptionNotPausable(f"only an active subscription can pause (it is {self.status.value})")
+        self.trigger_event(self.Paused, timestamp=at)
+
+    def resume(self, at: datetime) -> None:
+        self._ensure_not_ended("resume")
+        if self.status is not SubscriptionStatus.PAUSED:
+            raise SubscriptionNotPaused(f"the subscription is {self.status.value}, not paused")
+        self.trigger_event(self.Resumed, timestamp=at)
+
+    @property
+    def _zero(self) -> Money:
+        return Money.zero(self.price.currency)
+
+    def _ensure_not_ended(self, action: str) -> None:
+        if self.status is SubscriptionStatus.CANCELED:
+            raise SubscriptionAlreadyCanceled(f"cannot {action} a canceled subscription")
+        if self.status is SubscriptionStatus.EXPIRED:
+            raise SubscriptionEnded(f"cannot {action} an expired subscription")
