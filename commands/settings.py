@@ -8,6 +8,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///.subledger/ledger.db"
+# The demo keeps its own file, so that it never touches the default ledger.
+DEFAULT_DEMO_DATABASE_URL = "sqlite:///.subledger/demo.db"
 
 
 class Settings(BaseSettings):
@@ -53,4 +55,6 @@ def persistence_env(url: str) -> dict[str, str]:
         "POSTGRES_USER": unquote(parts.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
         "POSTGRES_SCHEMA": schema,
+        # Fail within seconds, not the pool's default half minute, when the server is down.
+        "POSTGRES_CONNECT_TIMEOUT": "5",
     }

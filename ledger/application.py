@@ -6,6 +6,7 @@ audit chain follow, and one SQLite file for the embedded default.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import TypeVar
 from uuid import UUID
@@ -46,6 +47,9 @@ class Ledger(Application[UUID]):
     def plan(self, code: str) -> Plan:
         return self._get(Plan, plan_id(code), f"plan {code!r}:")
 
+    def plans(self) -> list[Plan]:
+        return [self._get(Plan, i, "plan") for i in self.ids_of(Plan)]
+
     def has_plan(self, code: str) -> bool:
         return plan_id(code) in self.repository
 
@@ -78,10 +82,11 @@ class Ledger(Application[UUID]):
                 return
             start = batch[-1].id + 1
 
-    def event_count(self, page: int = 10_000) -> int:
-        """How many events are stored (notification ids can have gaps, so they are counted)."""
-        count, start = 0, 1
+    def event_counts_by_type(self, page: int = 10_000) -> Counter[str]:
+        """Stored events counted by type (``Subscription.Renewed``), read page by page."""
+        counts: Counter[str] = Counter()
+        start = 1
         while batch := self.recorder.select_notifications(start, page):
-            count += len(batch)
+            counts.update(n.topic.rpartition(":")[2] for n in batch)
             start = batch[-1].id + 1
-        return count
+        return counts

@@ -7,7 +7,7 @@ rounds once, half to even, so a line is never off by more than half a minor unit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation, Overflow
 from fractions import Fraction
 
 from ledger.errors import CurrencyMismatch, InvalidMoney, UnknownCurrency
@@ -31,6 +31,9 @@ SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD USN UYI UYU UYW UZS VED 
 VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG
 """.split()
 EXPONENTS: dict[str, int] = {code: _SPECIAL_EXPONENTS.get(code, 2) for code in _ACTIVE_CODES}
+
+# Shifting the decimal point must never round: the default context keeps only 28 digits.
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 def exponent(currency: str) -> int:
@@ -69,7 +72,10 @@ class Money:
             raise InvalidMoney(f"{major!r} is not a number") from None
         if not value.is_finite():
             raise InvalidMoney(f"{major!r} is not a finite amount")
-        minor = value.scaleb(exponent(currency))
+        try:
+            minor = value.scaleb(exponent(currency), _EXACT)
+        except Overflow:
+            raise InvalidMoney(f"{major!r} is too large an amount") from None
         if minor != minor.to_integral_value():
             raise InvalidMoney(
                 f"{major} has more decimals than {currency} allows ({exponent(currency)})"
@@ -118,7 +124,7 @@ class Money:
 
     def to_decimal(self) -> Decimal:
         """The amount in major units, exactly."""
-        return Decimal(self.amount).scaleb(-exponent(self.currency))
+        return Decimal(self.amount).scaleb(-exponent(self.currency), _EXACT)
 
     def __str__(self) -> str:
         places = exponent(self.currency)

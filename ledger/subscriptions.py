@@ -355,7 +355,9 @@ class Subscription(Aggregate):
         """Pauses collection: the calendar runs on, periods are not billed, MRR is 0."""
         self._ensure_not_ended("pause")
         if self.status is not SubscriptionStatus.ACTIVE:
-            raise SubscriptionNotPausable(f"only an active subscription can pause (it is {self.status.value})")
+            raise SubscriptionNotPausable(
+                f"only an active subscription can pause (it is {self.status.value})"
+            )
         self.trigger_event(self.Paused, timestamp=at)
 
     def resume(self, at: datetime) -> None:

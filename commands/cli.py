@@ -1,0 +1,236 @@
+"""The ``subledger`` command line: parse, call one function, format the answer."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import UUID
+
+import eventsourcing.persistence
+import psycopg
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from commands.bootstrap import bootstrap
+from commands.demo import DemoReport, run_demo
+from commands.dispatch import handle
+from commands.handlers import subscription_view
+from commands.schemas import parse_command
+from commands.settings import DEFAULT_DEMO_DATABASE_URL, InvalidDatabaseUrl, sqlite_path
+from ledger.application import Ledger
+from ledger.clock import SystemClock
+from ledger.errors import DomainError
+from ledger.money import Money
+
+app = typer.Typer(
+    help="subledger: an event-sourced subscription ledger.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="SUBLEDGER_DATABASE_URL",
+        help="sqlite:///relative.db, sqlite:////absolute.db or postgresql://user@host:port/db",
+        show_default=False,
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _fail(code: str, message: str, exit_code: int = 1) -> typer.Exit:
+    _print_json({"error": code, "message": message})
+    return typer.Exit(exit_code)
+
+
+def _open(database_url: str | None) -> Ledger:
+    """The ledger, or a clear error for a URL we cannot use or a server that is down."""
+    try:
+        return bootstrap(database_url)
+    except InvalidDatabaseUrl as error:
+        raise _fail("invalid_database_url", str(error), 2) from None
+    except (psycopg.OperationalError, eventsourcing.persistence.OperationalError) as error:
+        raise _fail("database_unreachable", f"cannot open the database: {error}", 2) from None
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(min=1, help="Customers who sign up.")] = 300,
+    months: Annotated[int, typer.Option(min=1, max=120, help="Months to simulate.")] = 12,
+    seed: Annotated[int, typer.Option(help="Same seed, same ledger.")] = 7,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Simulate a subscription business on a fresh ledger and summarise it.
+
+    Without --database-url it starts from an empty SQLite file, .subledger/demo.db.
+    A database given explicitly must be empty.
+    """
+    url = database_url or DEFAULT_DEMO_DATABASE_URL
+    if database_url is None:
+        Path(sqlite_path(url) or "").unlink(missing_ok=True)
+    with _open(url) as ledger:
+        if ledger.recorder.max_notification_id():
+            raise _fail("database_not_empty", f"the demo needs an empty database, not {url}", 2)
+        if as_json:
+            report = run_demo(ledger, customers, months, seed)
+            _print_json(report.as_json() | {"database_url": url})
+            return
+        with Progress(
+            TextColumn("simulating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("days"),
+            TimeElapsedColumn(),
+            console=errors,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("days", total=None)
+            report = run_demo(
+                ledger,
+                customers,
+                months,
+                seed,
+                on_day=lambda day, days: progress.update(task, completed=day, total=days),
+            )
+        _show_demo(report, url)
+
+
+def _show_demo(report: DemoReport, url: str) -> None:
+    summary = Table(title="subledger demo", show_header=False)
+    summary.add_row("simulated", f"{report.started:%Y-%m-%d} to {report.ended:%Y-%m-%d}")
+    summary.add_row("customers", str(report.customers))
+    summary.add_row("commands handled", str(report.commands))
+    summary.add_row(
+        "delivered twice",
+        f"{report.redeliveries} (events added by them: {report.redelivery_events})",
+    )
+    summary.add_row("events stored", str(report.events))
+    summary.add_row("database", url)
+    console.print(summary)
+
+    statuses = Table(title="Subscriptions")
+    statuses.add_column("status")
+    statuses.add_column("count", justify="right")
+    for status, count in report.subscriptions_by_status.items():
+        statuses.add_row(status, str(count))
+    console.print(statuses)
+
+    plans = Table(title="Live by plan")
+    plans.add_column("plan")
+    plans.add_column("count", justify="right")
+    for plan, count in report.subscriptions_by_plan.items():
+        plans.add_row(plan, str(count))
+    console.print(plans)
+
+    mrr = Table(title="MRR at the end")
+    mrr.add_column("currency")
+    mrr.add_column("MRR", justify="right")
+    for currency, amount in report.mrr.items():
+        mrr.add_row(currency, str(Money(amount, currency)))
+    console.print(mrr)
+
+    kinds = Table(title="Events by type")
+    kinds.add_column("event")
+    kinds.add_column("count", justify="right")
+    for kind, count in report.events_by_type.items():
+        kinds.add_row(kind, str(count))
+    console.print(kinds)
+
+    if report.rejections:
+        rejected = Table(title="Refused commands")
+        rejected.add_column("code")
+        rejected.add_column("count", justify="right")
+        for code, count in sorted(report.rejections.items()):
+            rejected.add_row(code, str(count))
+        console.print(rejected)
+    console.print(f"Explore it: SUBLEDGER_DATABASE_URL={url} subledger catalog")
+
+
+@app.command()
+def send(
+    command: Annotated[str, typer.Argument(help="The command as JSON, or - to read stdin.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Send one command, e.g. '{"type": "pause_subscription", "command_id": "c1", ...}'.
+
+    Prints the answer as JSON; a refused command prints {"error": code, "message": ...}
+    and exits with 1 (2 for an invalid command).
+    """
+    raw = sys.stdin.read() if command == "-" else command
+    try:
+        parsed = parse_command(raw)
+    except ValidationError as error:
+        raise _fail("invalid_command", str(error), 2) from None
+    with _open(database_url) as ledger:
+        try:
+            result = handle(parsed, ledger, SystemClock())
+        except DomainError as refusal:
+            raise _fail(refusal.code, str(refusal)) from None
+    _print_json(result)
+
+
+@app.command()
+def catalog(database_url: DatabaseUrl = None, as_json: AsJson = False) -> None:
+    """List plans and their prices (archived ones marked)."""
+    with _open(database_url) as ledger:
+        plans = ledger.plans()
+    rows = [
+        {
+            "plan": plan.code,
+            "name": plan.name,
+            "price_id": price.id,
+            "amount": price.amount.amount,
+            "currency": price.currency,
+            "interval": str(price.interval),
+            "trial_days": price.trial_days,
+            "archived": plan.archived or price.id in plan.archived_price_ids,
+        }
+        for plan in plans
+        for price in plan.prices.values()
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title="Catalog")
+    for column in ("plan", "price id", "price", "interval", "trial days", "state"):
+        table.add_column(column)
+    for plan in plans:
+        for price in plan.prices.values():
+            archived = plan.archived or price.id in plan.archived_price_ids
+            table.add_row(
+                plan.code,
+                price.id,
+                str(price.amount),
+                str(price.interval),
+                str(price.trial_days),
+                "archived" if archived else "active",
+            )
+    console.print(table)
+
+
+@app.command()
+def subscription(
+    subscription_id: Annotated[UUID, typer.Argument(help="The subscription's id.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Show one subscription's current state as JSON."""
+    with _open(database_url) as ledger:
+        try:
+            sub = ledger.subscription(subscription_id)
+        except DomainError as refusal:
+            raise _fail(refusal.code, str(refusal)) from None
+    _print_json(subscription_view(sub))

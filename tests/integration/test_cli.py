@@ -1,0 +1,106 @@
+"""The ``subledger`` command line, as a user types it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from commands.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict | list]:  # type: ignore[type-arg]
+    result = runner.invoke(app, list(args), env=env)
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_the_demo_is_reproducible_and_never_doubles_a_redelivery(tmp_path: Path) -> None:
+    answers = []
+    for name in ("a", "b"):
+        url = f"sqlite:///{tmp_path / name}.db"
+        code, answer = run(
+            "demo",
+            "--customers",
+            "40",
+            "--months",
+            "3",
+            "--seed",
+            "3",
+            "--json",
+            "--database-url",
+            url,
+        )
+        assert code == 0
+        assert isinstance(answer, dict)
+        answers.append({k: v for k, v in answer.items() if k != "database_url"})
+    assert answers[0] == answers[1]
+    report = answers[0]
+    assert report["customers"] == 40
+    assert sum(report["subscriptions_by_status"].values()) == 40
+    assert report["events"] == sum(report["events_by_type"].values())
+    assert report["redeliveries"] > 0
+    assert report["events_added_by_redeliveries"] == 0
+
+
+def test_the_demo_refuses_a_database_that_is_not_empty(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    assert run("demo", "--customers", "5", "--months", "1", "--json", "--database-url", url)[0] == 0
+    code, answer = run("demo", "--json", "--database-url", url)
+    assert (code, answer["error"]) == (2, "database_not_empty")  # type: ignore[call-overload]
+
+
+@pytest.mark.postgres
+def test_send_and_catalog_honour_the_database_url_from_the_environment(postgres_url: str) -> None:
+    env = {"SUBLEDGER_DATABASE_URL": postgres_url}
+    plan = '{"type": "register_plan", "command_id": "p1", "code": "pro", "name": "Pro"}'
+    assert run("send", plan, env=env)[0] == 0
+    price = (
+        '{"type": "add_price", "command_id": "p2", "plan_code": "pro", '
+        '"currency": "JPY", "amount": 1500, "interval": "year"}'
+    )
+    assert run("send", price, env=env) == (0, {"price_id": "pro-year-jpy-v1", "version": 1})
+    code, rows = run("catalog", "--json", env=env)
+    assert code == 0
+    assert rows == [
+        {
+            "plan": "pro",
+            "name": "Pro",
+            "price_id": "pro-year-jpy-v1",
+            "amount": 1500,
+            "currency": "JPY",
+            "interval": "year",
+            "trial_days": 0,
+            "archived": False,
+        }
+    ]
+
+
+def test_send_explains_refusals_and_invalid_commands(sqlite_url: str) -> None:
+    customer = (
+        '{"type": "register_customer", "command_id": "c1", "email": "x@example.com", '
+        '"name": "X", "currency": "EUR"}'
+    )
+    code, answer = run("send", customer, "--database-url", sqlite_url)
+    assert code == 0
+    card = json.dumps(
+        {
+            "type": "add_payment_method",
+            "command_id": "m1",
+            "customer_id": answer["customer_id"],  # type: ignore[call-overload]
+            "payment_method_id": "pm_1",
+            "token": "4242424242424242",
+            "last4": "4242",
+            "exp_month": 1,
+            "exp_year": 2040,
+        }
+    )
+    code, answer = run("send", card, "--database-url", sqlite_url)
+    assert (code, answer["error"]) == (1, "card_number_not_allowed")  # type: ignore[call-overload]
+    code, answer = run("send", '{"type": "nope"}', "--database-url", sqlite_url)
+    assert (code, answer["error"]) == (2, "invalid_command")  # type: ignore[call-overload]
+    code, answer = run("catalog", "--database-url", "mysql://x/y")
+    assert (code, answer["error"]) == (2, "invalid_database_url")  # type: ignore[call-overload]
