@@ -17,6 +17,7 @@ from eventsourcing.domain import Aggregate
 
 from ledger.calendar import Interval
 from ledger.errors import (
+    InvalidPlan,
     InvalidPrice,
     NoPriceInCurrency,
     PlanArchived,
@@ -111,7 +112,7 @@ class Plan(Aggregate):
         cls, code: str, name: str, description: str, features: list[str], at: datetime
     ) -> Plan:
         if not code or not code.replace("-", "").replace("_", "").isalnum():
-            raise InvalidPrice(f"plan code {code!r} must be letters, digits, '-' or '_'")
+            raise InvalidPlan(f"plan code {code!r} must be letters, digits, '-' or '_'")
         return cls._create(
             cls.Registered,
             id=plan_id(code),

@@ -35,6 +35,10 @@ class ClockCannotGoBack(DomainError):
     code = "clock_cannot_go_back"
 
 
+class InvalidPlan(DomainError):
+    code = "invalid_plan"
+
+
 class PlanAlreadyRegistered(DomainError):
     code = "plan_already_registered"
 

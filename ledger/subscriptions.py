@@ -142,6 +142,10 @@ class Subscription(Aggregate):
         def apply(self, sub: Subscription) -> None:
             sub.pending_price = self.to_price
 
+    class ScheduledChangeCanceled(Aggregate.Event):
+        def apply(self, sub: Subscription) -> None:
+            sub.pending_price = None
+
     class CancelScheduled(Aggregate.Event):
         cancel_at: datetime
         at_period_end: bool
@@ -273,7 +277,11 @@ class Subscription(Aggregate):
         proration of a change made now (zero while trialing or paused)."""
         self._ensure_not_ended("change plan")
         if new.id == self.price.id:
-            raise SamePrice(f"the subscription is already on {new.id!r}")
+            if self.pending_price is None:
+                raise SamePrice(f"the subscription is already on {new.id!r}")
+            # Back to the current price: the scheduled change is called off.
+            self.trigger_event(self.ScheduledChangeCanceled, timestamp=at)
+            return None
         if new.currency != self.price.currency:
             raise CurrencyMismatch(f"cannot move a {self.price.currency} subscription to {new.id}")
         if timing is None:

@@ -16,6 +16,7 @@ from ledger.errors import (
     NoPriceInCurrency,
     PlanAlreadyRegistered,
     PriceArchived,
+    SamePrice,
     SubscriptionAlreadyCanceled,
     SubscriptionEnded,
 )
@@ -83,6 +84,16 @@ def test_a_downgrade_waits_for_the_period_end(shop: Shop) -> None:
     assert result["price_id"] == "pro-month-eur-v1"
     assert result["scheduled_price_id"] == "basic-month-eur-v1"
     assert tick(shop, sub_id, 25).price.id == "basic-month-eur-v1"
+
+
+def test_a_scheduled_downgrade_is_called_off_by_choosing_the_current_plan(shop: Shop) -> None:
+    sub_id = subscribe(shop, shop.customer(), "pro", trial_days=0)
+    shop.send(s.ChangePlan, subscription_id=sub_id, plan_code="basic")
+    result = shop.send(s.ChangePlan, subscription_id=sub_id, plan_code="pro")
+    assert result["scheduled_price_id"] is None
+    assert tick(shop, sub_id, 28).price.id == "pro-month-eur-v1"
+    with pytest.raises(SamePrice):
+        shop.send(s.ChangePlan, subscription_id=sub_id, plan_code="pro")
 
 
 def test_a_downgrade_now_leaves_credit_on_the_account(shop: Shop) -> None:
