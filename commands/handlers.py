@@ -107,6 +107,12 @@ def register_customer(cmd: s.RegisterCustomer, ledger: Ledger, now: datetime) ->
     return Outcome({"customer_id": str(customer.id)}, (customer,))
 
 
+def change_customer_contact(cmd: s.ChangeCustomerContact, ledger: Ledger, now: datetime) -> Outcome:
+    customer = ledger.customer(cmd.customer_id)
+    customer.change_contact(cmd.email, cmd.name, now)
+    return Outcome({"customer_id": str(customer.id)}, (customer,))
+
+
 def add_payment_method(cmd: s.AddPaymentMethod, ledger: Ledger, now: datetime) -> Outcome:
     customer = ledger.customer(cmd.customer_id)
     method = PaymentMethod(
@@ -205,6 +211,7 @@ HANDLERS: dict[type[s.Command], Callable[[Any, Ledger, datetime], Outcome]] = {
     s.ArchivePrice: archive_price,
     s.ArchivePlan: archive_plan,
     s.RegisterCustomer: register_customer,
+    s.ChangeCustomerContact: change_customer_contact,
     s.AddPaymentMethod: add_payment_method,
     s.SwitchDefaultPaymentMethod: switch_default_payment_method,
     s.StartSubscription: start_subscription,

@@ -12,6 +12,8 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
+from ledger.catalog import MAX_TRIAL_DAYS
+
 CommandId = Annotated[str, Field(min_length=1, max_length=200)]
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 PlanCode = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -36,9 +38,10 @@ class AddPrice(Command):
     type: Literal["add_price"] = "add_price"
     plan_code: PlanCode
     currency: CurrencyCode
-    amount: Annotated[int, Field(ge=0, description="minor units")]
+    # Strict: a float or a string is not an amount; amounts are integer minor units.
+    amount: Annotated[int, Field(strict=True, ge=0, description="minor units")]
     interval: IntervalText = "month"
-    trial_days: Annotated[int, Field(ge=0)] = 0
+    trial_days: Annotated[int, Field(strict=True, ge=0, le=MAX_TRIAL_DAYS)] = 0
 
 
 class ArchivePrice(Command):
@@ -70,9 +73,16 @@ class AddPaymentMethod(Command):
     token: Annotated[str, Field(min_length=1, max_length=200)]
     brand: str = "visa"
     last4: str
-    exp_month: int
-    exp_year: int
+    exp_month: Annotated[int, Field(strict=True, ge=1, le=12)]
+    exp_year: Annotated[int, Field(strict=True, ge=2000, le=2199)]
     make_default: bool = False
+
+
+class ChangeCustomerContact(Command):
+    type: Literal["change_customer_contact"] = "change_customer_contact"
+    customer_id: UUID
+    email: Annotated[str, Field(max_length=320)]
+    name: Annotated[str, Field(max_length=200)]
 
 
 class SwitchDefaultPaymentMethod(Command):
@@ -89,7 +99,7 @@ class StartSubscription(Command):
     plan_code: PlanCode
     interval: IntervalText = "month"
     currency: CurrencyCode | None = Field(None, description="defaults to the customer's")
-    trial_days: Annotated[int, Field(ge=0)] | None = Field(
+    trial_days: Annotated[int, Field(strict=True, ge=0, le=MAX_TRIAL_DAYS)] | None = Field(
         None, description="per-signup trial; defaults to the price's"
     )
 
@@ -142,6 +152,7 @@ AnyCommand = Annotated[
     | ArchivePrice
     | ArchivePlan
     | RegisterCustomer
+    | ChangeCustomerContact
     | AddPaymentMethod
     | SwitchDefaultPaymentMethod
     | StartSubscription

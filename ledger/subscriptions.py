@@ -1,11 +1,11 @@
 """Subscriptions: the state machine of one customer's subscription to one price.
 
-``trialing -> active -> (past_due) -> canceled``, ``trialing -> expired`` when a trial ends
-without a payment method, ``active <-> paused``. Periods are numbered from the billing
-anchor; the trial, when there is one, is period -1 and the anchor is the trial's end.
-Due transitions (trial end, renewal, scheduled cancel) are applied by ``advance`` at the
-instant they fell due, and every command first advances the subscription, so the history
-is always in time order.
+``trialing -> active -> canceled``; ``trialing -> expired`` when a trial ends without a
+payment method; ``active <-> paused``; ``past_due`` is for dunning (a failed renewal).
+Periods are numbered from the billing anchor; the trial, when there is one, is period -1
+and the anchor is the trial's end. Due transitions (trial end, renewal, scheduled cancel)
+are applied by ``advance`` at the instant they fell due, and every command first advances
+the subscription, so the history is always in time order.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from ledger.calendar import Period, boundary
-from ledger.catalog import Price
+from ledger.catalog import MAX_TRIAL_DAYS, Price
+from ledger.clock import ensure_utc
 from ledger.errors import (
     CancelDateNotInFuture,
     CurrencyMismatch,
@@ -134,6 +135,9 @@ class Subscription(Aggregate):
             sub.anchor = self.anchor
             sub.anchor_index = self.anchor_index
             sub.pending_price = None
+            if sub.cancels_at_period_end:
+                # A new cycle moves "cancel at period end" to the end of the new period.
+                sub.cancel_at = self.period.end
 
     class ChangeScheduled(Aggregate.Event):
         to_price: Price
@@ -183,8 +187,8 @@ class Subscription(Aggregate):
     ) -> Subscription:
         """Starts now; ``trial_days`` None means the price's own trial."""
         days = price.trial_days if trial_days is None else trial_days
-        if days < 0:
-            raise InvalidTrial(f"trial days cannot be negative, got {days}")
+        if not 0 <= days <= MAX_TRIAL_DAYS:
+            raise InvalidTrial(f"trial days must be between 0 and {MAX_TRIAL_DAYS}, got {days}")
         if days:
             trial_end = at + timedelta(days=days)
             first = Period(-1, at, trial_end)
@@ -276,9 +280,15 @@ class Subscription(Aggregate):
         with time-based proration and a downgrade at the end of the period. Returns the
         proration of a change made now (zero while trialing or paused)."""
         self._ensure_not_ended("change plan")
-        if new.id == self.price.id:
+        old = self.price
+        if (new.plan_code, new.interval, new.currency) == (
+            old.plan_code,
+            old.interval,
+            old.currency,
+        ):
+            # A newer version of the same price is not a change: subscribers keep theirs.
             if self.pending_price is None:
-                raise SamePrice(f"the subscription is already on {new.id!r}")
+                raise SamePrice(f"the subscription is already on {old.id!r}")
             # Back to the current price: the scheduled change is called off.
             self.trigger_event(self.ScheduledChangeCanceled, timestamp=at)
             return None
@@ -347,6 +357,7 @@ class Subscription(Aggregate):
 
     def cancel_on(self, when: datetime, at: datetime) -> None:
         self._ensure_not_ended("cancel")
+        when = ensure_utc(when)
         if when <= at:
             raise CancelDateNotInFuture(
                 f"cancel date {when.isoformat()} is not after now ({at.isoformat()})"

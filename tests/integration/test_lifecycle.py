@@ -135,6 +135,16 @@ def test_cancel_at_period_end_and_at_a_date_happen_on_time(shop: Shop) -> None:
     assert [sub.ended_at for sub in ended] == [datetime(2025, 2, 28, 9, tzinfo=UTC), cancel_at]
 
 
+def test_a_new_billing_interval_moves_a_cancel_at_period_end_with_it(shop: Shop) -> None:
+    sub_id = subscribe(shop, shop.customer(), "pro", trial_days=0)
+    shop.send(s.CancelSubscription, subscription_id=sub_id, when="period_end")
+    shop.clock.advance(timedelta(days=7))
+    result = shop.send(
+        s.ChangePlan, subscription_id=sub_id, plan_code="pro", interval="year", when="now"
+    )
+    assert result["period_end"] == result["cancel_at"] == "2026-02-07T09:00:00+00:00"
+
+
 def test_pause_and_resume(shop: Shop) -> None:
     sub_id = subscribe(shop, shop.customer())
     assert shop.send(s.PauseSubscription, subscription_id=sub_id)["mrr"]["amount"] == 0
@@ -148,6 +158,9 @@ def test_a_new_price_is_grandfathered(shop: Shop) -> None:
     late = subscribe(shop, shop.customer())
     assert shop.ledger.subscription(late).price.amount.amount == 1200
     assert tick(shop, early, 31).price.id == "basic-month-eur-v1"
+    # Choosing the same plan again is not a way to move to its newer price.
+    with pytest.raises(SamePrice):
+        shop.send(s.ChangePlan, subscription_id=early, plan_code="basic")
 
 
 def test_signups_are_refused_where_the_catalog_says_no(shop: Shop) -> None:
