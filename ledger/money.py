@@ -7,7 +7,7 @@ rounds once, half to even, so a line is never off by more than half a minor unit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation, Overflow
+from decimal import MAX_PREC, Context, Decimal, InvalidOperation
 from fractions import Fraction
 
 from ledger.errors import CurrencyMismatch, InvalidMoney, UnknownCurrency
@@ -33,7 +33,8 @@ VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG
 EXPONENTS: dict[str, int] = {code: _SPECIAL_EXPONENTS.get(code, 2) for code in _ACTIVE_CODES}
 
 # Shifting the decimal point must never round: the default context keeps only 28 digits.
-_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
+_EXACT = Context(prec=MAX_PREC)
+MAX_MAJOR_DIGITS = 40
 
 
 def exponent(currency: str) -> int:
@@ -72,10 +73,10 @@ class Money:
             raise InvalidMoney(f"{major!r} is not a number") from None
         if not value.is_finite():
             raise InvalidMoney(f"{major!r} is not a finite amount")
-        try:
-            minor = value.scaleb(exponent(currency), _EXACT)
-        except Overflow:
-            raise InvalidMoney(f"{major!r} is too large an amount") from None
+        if value.adjusted() >= MAX_MAJOR_DIGITS:
+            # Refused before scaling: a huge exponent would take ages to expand.
+            raise InvalidMoney(f"{major!r} is too large an amount")
+        minor = value.scaleb(exponent(currency), _EXACT)
         if minor != minor.to_integral_value():
             raise InvalidMoney(
                 f"{major} has more decimals than {currency} allows ({exponent(currency)})"
