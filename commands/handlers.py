@@ -67,7 +67,7 @@ def current_subscription(
     """The subscription with every transition due by ``now`` applied, and its customer."""
     sub = ledger.subscription(subscription_id)
     customer = ledger.customer(sub.customer_id)
-    sub.advance(now, has_payment_method=customer.default_payment_method(now) is not None)
+    sub.advance(now, can_pay=customer.can_pay_at)
     return sub, customer
 
 

@@ -79,6 +79,7 @@ class Customer(Aggregate):
         name: str
         currency: str
         payment_methods: dict[str, PaymentMethod]
+        payment_methods_added_at: dict[str, datetime]
         default_payment_method_id: str | None
         credit_balance: Money
 
@@ -92,6 +93,7 @@ class Customer(Aggregate):
             customer.name = self.name
             customer.currency = self.currency
             customer.payment_methods = {}
+            customer.payment_methods_added_at = {}
             customer.default_payment_method_id = None
             customer.credit_balance = Money.zero(self.currency)
 
@@ -109,6 +111,7 @@ class Customer(Aggregate):
 
         def apply(self, customer: Customer) -> None:
             customer.payment_methods[self.method.id] = self.method
+            customer.payment_methods_added_at[self.method.id] = self.timestamp
             if self.is_default:
                 customer.default_payment_method_id = self.method.id
 
@@ -165,6 +168,13 @@ class Customer(Aggregate):
             raise InvalidCustomer(f"credit balance {self.credit_balance} cannot cover {-amount}")
         if amount:
             self.trigger_event(self.CreditAdjusted, timestamp=at, amount=amount, reason=reason)
+
+    def can_pay_at(self, at: datetime) -> bool:
+        """Whether a payment method was on file at ``at`` and had not expired by then."""
+        return any(
+            added <= at and not self.payment_methods[method_id].is_expired(at)
+            for method_id, added in self.payment_methods_added_at.items()
+        )
 
     def default_payment_method(self, at: datetime) -> PaymentMethod | None:
         """The default method if it can still be charged at ``at``."""

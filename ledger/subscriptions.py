@@ -10,6 +10,7 @@ the subscription, so the history is always in time order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING
@@ -232,11 +233,12 @@ class Subscription(Aggregate):
 
     # Commands
 
-    def advance(self, now: datetime, has_payment_method: bool) -> int:
+    def advance(self, now: datetime, can_pay: Callable[[datetime], bool]) -> int:
         """Applies every transition due by ``now``, each at its own instant; returns how many.
 
-        A trial converts when the customer has a payment method at its end, else it
-        expires. Idempotent by construction: a period renews once, then it is not due.
+        A trial converts when ``can_pay(trial_end)``: the customer had a usable payment
+        method at the trial's end (not one added later), else it expires. Idempotent by
+        construction: a period renews once, then it is no longer due.
         """
         applied = 0
         while (due := self.due_at) is not None and due <= now:
@@ -249,7 +251,7 @@ class Subscription(Aggregate):
                 self.trigger_event(
                     self.TrialEnded,
                     timestamp=due,
-                    converted=has_payment_method,
+                    converted=can_pay(due),
                     price=price,
                     period=Period(0, self.anchor, boundary(self.anchor, price.interval, 1)),
                 )

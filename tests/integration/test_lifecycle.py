@@ -60,6 +60,14 @@ def test_a_card_added_during_the_trial_converts_it(shop: Shop) -> None:
     assert tick(shop, sub_id, 4).status is SubscriptionStatus.ACTIVE
 
 
+def test_a_card_added_after_the_trial_ended_does_not_convert_it(shop: Shop) -> None:
+    customer_id = shop.customer(with_card=False)
+    sub_id = subscribe(shop, customer_id, "pro")
+    shop.clock.advance(timedelta(days=15))
+    shop.card(customer_id)  # a day late; the clock had not yet run
+    assert tick(shop, sub_id, 0).status is SubscriptionStatus.EXPIRED
+
+
 def test_an_anchor_on_the_31st_survives_february(shop: Shop) -> None:
     sub_id = subscribe(shop, shop.customer())
     starts = [tick(shop, sub_id, days).period.start.date().isoformat() for days in (28, 31, 30)]

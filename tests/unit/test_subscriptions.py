@@ -1,0 +1,459 @@
+"""Stories of one subscription: trials, renewals, plan changes, cancellations, pauses."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+from uuid import uuid4
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger.calendar import Interval, IntervalUnit, Period
+from ledger.catalog import Price, price_id
+from ledger.errors import (
+    CancelDateNotInFuture,
+    CurrencyMismatch,
+    InvalidTrial,
+    NoScheduledCancel,
+    SamePrice,
+    SubscriptionAlreadyCanceled,
+    SubscriptionEnded,
+    SubscriptionNotPausable,
+    SubscriptionNotPaused,
+)
+from ledger.money import Money
+from ledger.proration import Proration
+from ledger.subscriptions import ChangeTiming, Subscription, SubscriptionStatus
+
+MONTH = Interval(IntervalUnit.MONTH)
+YEAR = Interval(IntervalUnit.YEAR)
+# The 31st, so that the stories cross short months.
+JAN_31 = datetime(2025, 1, 31, 9, 0, tzinfo=UTC)
+APRIL_1 = datetime(2025, 4, 1, tzinfo=UTC)
+MID_APRIL = datetime(2025, 4, 16, tzinfo=UTC)  # 15 of April's 30 days are left
+MAY_1 = datetime(2025, 5, 1, tzinfo=UTC)
+
+E = TypeVar("E")
+
+
+def always(_: datetime) -> bool:
+    return True
+
+
+def never(_: datetime) -> bool:
+    return False
+
+
+def utc(year: int, month: int, day: int, hour: int = 0) -> datetime:
+    return datetime(year, month, day, hour, tzinfo=UTC)
+
+
+def eur(cents: int) -> Money:
+    return Money(cents, "EUR")
+
+
+def price(
+    plan: str, amount: int, interval: Interval = MONTH, currency: str = "EUR", trial_days: int = 0
+) -> Price:
+    return Price(
+        id=price_id(plan, interval, currency, 1),
+        plan_code=plan,
+        amount=Money(amount, currency),
+        interval=interval,
+        trial_days=trial_days,
+    )
+
+
+BASIC = price("basic", 1000)
+PRO = price("pro", 2000)
+PRO_YEARLY = price("pro", 24000, YEAR)
+BASIC_WITH_TRIAL = price("basic", 1000, trial_days=14)
+
+
+def subscribe(to: Price, at: datetime = JAN_31, trial_days: int | None = None) -> Subscription:
+    sub = Subscription.start(uuid4(), uuid4(), to, at, trial_days)
+    sub.collect_events()
+    return sub
+
+
+def status(sub: Subscription) -> SubscriptionStatus:
+    """Read through a call: mypy would otherwise keep a status narrowed by an earlier assert."""
+    return sub.status
+
+
+def recorded(sub: Subscription, kind: type[E]) -> list[E]:
+    """The events of ``kind`` recorded since the last call (others are dropped)."""
+    return [e for e in sub.collect_events() if isinstance(e, kind)]
+
+
+# Starting
+
+
+def test_a_subscription_without_trial_starts_active_for_a_first_period() -> None:
+    sub = Subscription.start(uuid4(), uuid4(), BASIC, JAN_31, None)
+    assert sub.status is SubscriptionStatus.ACTIVE
+    assert sub.period == Period(0, JAN_31, utc(2025, 2, 28, 9))
+    assert sub.anchor == JAN_31
+    assert sub.trial_end is None
+    assert sub.mrr == eur(1000)
+    assert sub.due_at == utc(2025, 2, 28, 9)
+    [started] = recorded(sub, Subscription.Started)
+    assert started.timestamp == JAN_31
+
+
+def test_a_trial_is_period_minus_one_and_the_anchor_is_its_end() -> None:
+    sub = subscribe(BASIC_WITH_TRIAL)
+    trial_end = JAN_31 + timedelta(days=14)
+    assert sub.status is SubscriptionStatus.TRIALING
+    assert sub.period == Period(-1, JAN_31, trial_end)
+    assert sub.trial_end == trial_end
+    assert sub.anchor == trial_end
+    assert sub.mrr == eur(0)
+
+
+def test_the_trial_of_a_signup_overrides_the_price_trial() -> None:
+    assert subscribe(BASIC_WITH_TRIAL, trial_days=0).status is SubscriptionStatus.ACTIVE
+    week_trial = subscribe(BASIC, trial_days=7)
+    assert week_trial.status is SubscriptionStatus.TRIALING
+    assert week_trial.trial_end == JAN_31 + timedelta(days=7)
+
+
+@pytest.mark.parametrize("days", [-1, 731])
+def test_a_trial_lasts_0_to_730_days(days: int) -> None:
+    with pytest.raises(InvalidTrial, match="trial days"):
+        Subscription.start(uuid4(), uuid4(), BASIC, JAN_31, days)
+
+
+# Trials end
+
+
+def test_a_trial_with_a_payment_method_converts_at_its_end() -> None:
+    sub = subscribe(BASIC_WITH_TRIAL)
+    trial_end = JAN_31 + timedelta(days=14)  # Feb 14th
+    assert sub.advance(trial_end - timedelta(microseconds=1), can_pay=always) == 0
+    assert sub.advance(trial_end + timedelta(hours=1), can_pay=always) == 1
+    assert sub.status is SubscriptionStatus.ACTIVE
+    assert sub.period == Period(0, trial_end, utc(2025, 3, 14, 9))
+    assert sub.mrr == eur(1000)
+    [ended] = recorded(sub, Subscription.TrialEnded)
+    assert ended.converted
+    assert ended.timestamp == trial_end
+
+
+def test_a_trial_without_a_payment_method_expires_at_its_end() -> None:
+    sub = subscribe(BASIC_WITH_TRIAL)
+    trial_end = JAN_31 + timedelta(days=14)
+    assert sub.advance(utc(2025, 6, 1), can_pay=never) == 1
+    assert sub.status is SubscriptionStatus.EXPIRED
+    assert sub.ended_at == trial_end
+    assert sub.due_at is None
+    assert sub.mrr == eur(0)
+    [ended] = recorded(sub, Subscription.TrialEnded)
+    assert not ended.converted
+    assert sub.advance(utc(2026, 6, 1), can_pay=always) == 0
+
+
+def test_a_downgrade_scheduled_during_the_trial_starts_with_the_first_period() -> None:
+    sub = subscribe(price("pro", 2000, trial_days=14))
+    assert sub.change_price(BASIC, JAN_31 + timedelta(days=1)) is None
+    sub.advance(JAN_31 + timedelta(days=14), can_pay=always)
+    assert sub.status is SubscriptionStatus.ACTIVE
+    assert sub.price == BASIC
+    assert sub.pending_price is None
+
+
+# Renewals
+
+
+def test_renewals_follow_the_anchor_calendar_at_business_time() -> None:
+    sub = subscribe(BASIC)
+    assert sub.advance(utc(2025, 5, 31, 10), can_pay=always) == 4
+    renewals = recorded(sub, Subscription.Renewed)
+    assert [r.timestamp for r in renewals] == [
+        utc(2025, 2, 28, 9),
+        utc(2025, 3, 31, 9),
+        utc(2025, 4, 30, 9),
+        utc(2025, 5, 31, 9),
+    ]
+    # Each renewal happens at the end of the previous period, the start of the new one.
+    assert [r.period.start for r in renewals] == [r.timestamp for r in renewals]
+    assert [r.period.index for r in renewals] == [1, 2, 3, 4]
+    assert sub.period == Period(4, utc(2025, 5, 31, 9), utc(2025, 6, 30, 9))
+    assert sub.status is SubscriptionStatus.ACTIVE
+
+
+def test_advancing_twice_to_the_same_instant_applies_nothing_the_second_time() -> None:
+    sub = subscribe(BASIC)
+    now = utc(2025, 3, 31, 9)  # exactly a period end: due, and applied
+    assert sub.advance(now, can_pay=always) == 2
+    period = sub.period
+    sub.collect_events()
+    assert sub.advance(now, can_pay=always) == 0
+    assert sub.collect_events() == []
+    assert sub.period == period == Period(2, now, utc(2025, 4, 30, 9))
+
+
+@settings(max_examples=50, deadline=None)
+@given(steps=st.lists(st.integers(0, 90 * 24), min_size=1, max_size=12))
+def test_advancing_in_any_steps_gives_the_same_history_as_one_leap(steps: list[int]) -> None:
+    stepwise, leap = subscribe(BASIC), subscribe(BASIC)
+    now = JAN_31
+    for hours in steps:
+        now += timedelta(hours=hours)
+        stepwise.advance(now, can_pay=always)
+    leap.advance(now, can_pay=always)
+    assert stepwise.period == leap.period
+    assert [(e.timestamp, e.period) for e in recorded(stepwise, Subscription.Renewed)] == [
+        (e.timestamp, e.period) for e in recorded(leap, Subscription.Renewed)
+    ]
+    assert stepwise.period.contains(now)
+
+
+# Plan changes
+
+
+def test_an_upgrade_takes_effect_now_with_proration() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    proration = sub.change_price(PRO, MID_APRIL)
+    assert proration == Proration(credit=eur(500), charge=eur(1000))
+    assert proration.net == eur(500)
+    assert sub.price == PRO
+    assert sub.period == Period(0, APRIL_1, MAY_1)
+    assert sub.mrr == eur(2000)
+    [changed] = recorded(sub, Subscription.PlanChanged)
+    assert (changed.from_price, changed.to_price) == (BASIC, PRO)
+    assert (changed.credit, changed.charge) == (eur(500), eur(1000))
+    assert changed.timestamp == MID_APRIL
+
+
+def test_a_downgrade_waits_for_the_period_end_by_default() -> None:
+    sub = subscribe(PRO, at=APRIL_1)
+    assert sub.change_price(BASIC, MID_APRIL) is None
+    assert sub.price == PRO
+    assert sub.pending_price == BASIC
+    [scheduled] = recorded(sub, Subscription.ChangeScheduled)
+    assert scheduled.effective_at == MAY_1
+
+    assert sub.advance(MAY_1, can_pay=always) == 1
+    assert sub.price == BASIC
+    assert sub.pending_price is None
+    assert sub.period == Period(1, MAY_1, utc(2025, 6, 1))
+    assert sub.mrr == eur(1000)
+    [renewed] = recorded(sub, Subscription.Renewed)
+    assert renewed.price == BASIC
+
+
+def test_a_downgrade_now_leaves_the_customer_owed_the_difference() -> None:
+    sub = subscribe(PRO, at=APRIL_1)
+    proration = sub.change_price(BASIC, MID_APRIL, ChangeTiming.NOW)
+    assert proration == Proration(credit=eur(1000), charge=eur(500))
+    assert proration.net == eur(-500)
+    assert sub.price == BASIC
+
+
+def test_an_upgrade_can_wait_for_the_period_end_on_request() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    assert sub.change_price(PRO, MID_APRIL, ChangeTiming.PERIOD_END) is None
+    assert sub.price == BASIC
+    assert sub.pending_price == PRO
+
+
+def test_going_back_to_the_current_price_calls_off_a_scheduled_downgrade() -> None:
+    sub = subscribe(PRO, at=APRIL_1)
+    sub.change_price(BASIC, MID_APRIL)
+    assert sub.change_price(PRO, MID_APRIL + timedelta(days=1)) is None
+    assert sub.pending_price is None
+    sub.advance(MAY_1, can_pay=always)
+    assert sub.price == PRO
+
+
+def test_a_new_interval_restarts_the_billing_cycle_now() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    proration = sub.change_price(PRO_YEARLY, MID_APRIL)
+    # Half of April's 10.00 back; a whole year at 240.00 charged.
+    assert proration == Proration(credit=eur(500), charge=eur(24000))
+    assert sub.period == Period(1, MID_APRIL, utc(2026, 4, 16))
+    assert sub.anchor == MID_APRIL
+    assert sub.mrr == eur(2000)
+
+    assert sub.advance(utc(2026, 4, 16), can_pay=always) == 1
+    assert sub.period == Period(2, utc(2026, 4, 16), utc(2027, 4, 16))
+
+
+def test_a_change_during_a_trial_is_not_prorated() -> None:
+    sub = subscribe(BASIC_WITH_TRIAL)
+    proration = sub.change_price(PRO, JAN_31 + timedelta(days=7))
+    assert proration == Proration(eur(0), eur(0))
+    assert sub.price == PRO
+    assert sub.status is SubscriptionStatus.TRIALING
+
+
+def test_a_plan_change_needs_another_price_in_the_same_currency() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    with pytest.raises(SamePrice, match="already on 'basic-month-eur-v1'"):
+        sub.change_price(BASIC, MID_APRIL)
+    with pytest.raises(CurrencyMismatch, match="EUR subscription"):
+        sub.change_price(price("pro", 2200, currency="USD"), MID_APRIL)
+    assert sub.collect_events() == []
+
+
+# Cancellations
+
+
+def test_cancel_now_refunds_the_unused_part_on_request() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    assert sub.cancel_now(MID_APRIL, refund_unused=True) == eur(500)
+    assert sub.status is SubscriptionStatus.CANCELED
+    assert sub.ended_at == MID_APRIL
+    assert sub.mrr == eur(0)
+    assert sub.due_at is None
+    [canceled] = recorded(sub, Subscription.Canceled)
+    assert (canceled.refund, canceled.scheduled) == (eur(500), False)
+
+
+def test_cancel_now_without_refund_returns_nothing() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    assert sub.cancel_now(MID_APRIL, refund_unused=False) == eur(0)
+    assert sub.status is SubscriptionStatus.CANCELED
+
+
+def test_a_trial_canceled_now_refunds_nothing() -> None:
+    sub = subscribe(BASIC_WITH_TRIAL)
+    assert sub.cancel_now(JAN_31 + timedelta(days=1), refund_unused=True) == eur(0)
+
+
+def test_cancel_at_period_end_ends_exactly_then_without_renewing() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    assert sub.cancel_at_period_end(MID_APRIL) == MAY_1
+    assert sub.status is SubscriptionStatus.ACTIVE
+    assert sub.cancel_at == MAY_1
+
+    assert sub.advance(utc(2025, 7, 1), can_pay=always) == 1
+    assert status(sub) is SubscriptionStatus.CANCELED
+    assert sub.ended_at == MAY_1
+    [canceled] = recorded(sub, Subscription.Canceled)
+    assert canceled.timestamp == MAY_1
+    assert canceled.scheduled
+    assert sub.advance(utc(2025, 8, 1), can_pay=always) == 0
+    assert sub.collect_events() == []
+
+
+def test_cancel_on_a_date_inside_the_period() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    sub.cancel_on(utc(2025, 4, 20), at=MID_APRIL)
+    sub.advance(MAY_1, can_pay=always)
+    assert sub.status is SubscriptionStatus.CANCELED
+    assert sub.ended_at == utc(2025, 4, 20)
+    [canceled] = recorded(sub, Subscription.Canceled)
+    assert canceled.timestamp == utc(2025, 4, 20)
+
+
+def test_cancel_on_a_later_date_renews_until_then() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    sub.cancel_on(utc(2025, 6, 10), at=MID_APRIL)
+    [scheduled] = recorded(sub, Subscription.CancelScheduled)
+    assert (scheduled.cancel_at, scheduled.at_period_end) == (utc(2025, 6, 10), False)
+    assert sub.advance(utc(2025, 12, 1), can_pay=always) == 3
+    events = sub.collect_events()
+    assert [type(e) for e in events] == [
+        Subscription.Renewed,
+        Subscription.Renewed,
+        Subscription.Canceled,
+    ]
+    assert [e.timestamp for e in events] == [MAY_1, utc(2025, 6, 1), utc(2025, 6, 10)]
+    assert sub.ended_at == utc(2025, 6, 10)
+
+
+def test_a_cancel_date_must_be_in_the_future() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    with pytest.raises(CancelDateNotInFuture, match="not after now"):
+        sub.cancel_on(MID_APRIL, at=MID_APRIL)
+    with pytest.raises(CancelDateNotInFuture):
+        sub.cancel_on(APRIL_1, at=MID_APRIL)
+    assert sub.cancel_at is None
+
+
+def test_a_revoked_cancellation_renews_as_usual() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    sub.cancel_at_period_end(MID_APRIL)
+    sub.revoke_cancel(MID_APRIL + timedelta(days=1))
+    assert sub.cancel_at is None
+    sub.collect_events()
+    assert sub.advance(MAY_1, can_pay=always) == 1
+    assert sub.status is SubscriptionStatus.ACTIVE
+    assert [type(e) for e in sub.collect_events()] == [Subscription.Renewed]
+    with pytest.raises(NoScheduledCancel, match="no scheduled cancellation"):
+        sub.revoke_cancel(MAY_1)
+
+
+# Pause and resume
+
+
+def test_a_paused_subscription_brings_no_revenue_until_resumed() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    sub.pause(MID_APRIL)
+    assert sub.status is SubscriptionStatus.PAUSED
+    assert sub.mrr == eur(0)
+    with pytest.raises(SubscriptionNotPausable, match="it is paused"):
+        sub.pause(MID_APRIL)
+    sub.resume(utc(2025, 4, 20))
+    assert status(sub) is SubscriptionStatus.ACTIVE
+    assert sub.mrr == eur(1000)
+
+
+def test_only_an_active_subscription_pauses_and_only_a_paused_one_resumes() -> None:
+    with pytest.raises(SubscriptionNotPausable, match="it is trialing"):
+        subscribe(BASIC_WITH_TRIAL).pause(JAN_31 + timedelta(days=1))
+    with pytest.raises(SubscriptionNotPaused, match="active, not paused"):
+        subscribe(BASIC).resume(JAN_31 + timedelta(days=1))
+
+
+# A subscription that ended stays ended
+
+
+def test_a_canceled_subscription_refuses_every_change() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    sub.cancel_now(MID_APRIL, refund_unused=False)
+    later = MID_APRIL + timedelta(days=1)
+    with pytest.raises(SubscriptionAlreadyCanceled, match="cannot cancel a canceled"):
+        sub.cancel_now(later, refund_unused=True)
+    with pytest.raises(SubscriptionAlreadyCanceled, match="cannot cancel a canceled"):
+        sub.cancel_at_period_end(later)
+    with pytest.raises(SubscriptionAlreadyCanceled, match="change plan"):
+        sub.change_price(PRO, later)
+    with pytest.raises(SubscriptionAlreadyCanceled, match="pause"):
+        sub.pause(later)
+    with pytest.raises(SubscriptionAlreadyCanceled, match="resume"):
+        sub.resume(later)
+
+
+def test_an_expired_subscription_refuses_every_change() -> None:
+    sub = subscribe(BASIC_WITH_TRIAL)
+    sub.advance(utc(2025, 3, 1), can_pay=never)
+    later = utc(2025, 3, 2)
+    with pytest.raises(SubscriptionEnded, match="cannot change plan an expired subscription"):
+        sub.change_price(PRO, later)
+    with pytest.raises(SubscriptionEnded, match="cannot cancel an expired"):
+        sub.cancel_on(utc(2025, 4, 1), at=later)
+    with pytest.raises(SubscriptionEnded):
+        sub.revoke_cancel(later)
+
+
+# Monthly recurring revenue
+
+
+@pytest.mark.parametrize(
+    ("billed", "mrr"),
+    [
+        (price("pro", 12000, YEAR), 1000),
+        (price("pro", 3000, Interval(IntervalUnit.MONTH, 3)), 1000),
+        (price("pro", 1000, Interval(IntervalUnit.WEEK)), 4333),  # 1000 * 52 / 12
+        (price("pro", 1500, Interval(IntervalUnit.WEEK, 2)), 3250),  # 1500 * 26 / 12
+        (price("pro", 100, Interval(IntervalUnit.DAY)), 3042),  # 100 * 365 / 12
+        (price("pro", 1999, MONTH, currency="JPY"), 1999),
+    ],
+)
+def test_mrr_normalises_every_interval_to_a_month(billed: Price, mrr: int) -> None:
+    assert subscribe(billed).mrr == Money(mrr, billed.currency)
