@@ -57,4 +57,5 @@ def persistence_env(url: str) -> dict[str, str]:
         "POSTGRES_SCHEMA": schema,
         # Fail within seconds, not the pool's default half minute, when the server is down.
         "POSTGRES_CONNECT_TIMEOUT": "5",
+        "APPLICATION_RECORDER_TOPIC": "ledger.postgres_recorder:LeanPostgresApplicationRecorder",
     }

@@ -1,0 +1,110 @@
+"""``python -m bench NAME|all [--count N] [--repeat K] [--json] [--database-url URL]``.
+
+Runs the named benchmark (or every one) ``--repeat`` times and prints, per benchmark, the
+median of our figure, the median of raw psycopg's figure measured in the same runs, and
+their ratio: one line ``<name>: <n>/s  raw: <n>/s  ratio: <r>``, or with ``--json`` one
+JSON object ``{"name", "value", "raw", "ratio", "unit"}`` per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import psycopg
+from eventsourcing.persistence import OperationalError
+
+from bench import DEFAULT_DATABASE_URL, Benchmark, Options, benchmarks, connect_kwargs, ignore
+from bench.report import Result
+
+DEFAULT_COUNT = 2000
+DEFAULT_REPEAT = 5
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def parser(registry: dict[str, Benchmark]) -> argparse.ArgumentParser:
+    listing = "\n".join(f"  {b.name:<12} {b.summary}" for b in registry.values())
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=(
+            "Measures our figures next to raw psycopg doing equivalent work, in the same run,\n"
+            "on PostgreSQL; each repetition works in a fresh schema, dropped afterwards.\n"
+            "Prints per benchmark '<name>: <n>/s  raw: <n>/s  ratio: <r>' (or with --json\n"
+            '{"name", "value", "raw", "ratio", "unit"}): the medians over the repetitions,\n'
+            "and ratio = median ours / median raw."
+        ),
+        epilog=f"benchmarks:\n{listing}\n  {'all':<12} every benchmark above, in turn",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", choices=[*registry, "all"], help="the benchmark to run, or all")
+    p.add_argument(
+        "--count",
+        type=positive_int,
+        default=DEFAULT_COUNT,
+        help=f"operations timed per repetition and side (default {DEFAULT_COUNT})",
+    )
+    p.add_argument(
+        "--repeat",
+        type=positive_int,
+        default=DEFAULT_REPEAT,
+        help=f"repetitions; the medians are reported (default {DEFAULT_REPEAT})",
+    )
+    p.add_argument(
+        "--database-url",
+        default=os.environ.get("SUBLEDGER_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
+        help="PostgreSQL server to measure on (default $SUBLEDGER_BENCH_DATABASE_URL or "
+        f"{DEFAULT_DATABASE_URL}); a ?schema= in it is ignored",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per benchmark")
+    p.add_argument("--verbose", action="store_true", help="each repetition's figures, on stderr")
+    return p
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(benchmark: Benchmark, options: Options, repeat: int) -> Result:
+    samples = []
+    for i in range(repeat):
+        sample = benchmark.measure(options)
+        options.log(
+            f"#{i + 1} {Result.from_samples(benchmark.name, benchmark.unit, [sample]).line()}"
+        )
+        samples.append(sample)
+    return Result.from_samples(benchmark.name, benchmark.unit, samples)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    registry = benchmarks()
+    p = parser(registry)
+    args = p.parse_args(argv)
+    try:
+        connect_kwargs(args.database_url)
+    except ValueError as error:
+        p.error(str(error))
+    options = Options(args.count, args.database_url, log if args.verbose else ignore)
+    selected = list(registry.values()) if args.name == "all" else [registry[args.name]]
+    for benchmark in selected:
+        try:
+            result = run(benchmark, options, args.repeat)
+        except (psycopg.OperationalError, OperationalError) as error:
+            print(f"bench: {benchmark.name}: {error}", file=sys.stderr)
+            return 1
+        print(result.json() if args.json else result.line(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,81 @@
+"""What a benchmark measures and how its figure is reported.
+
+A benchmark run is repeated; each repetition yields a ``Sample``: how many operations
+our code did in how many seconds, and how many the raw psycopg equivalent did in how many.
+The reported ``Result`` holds the median rate of each side over the repetitions, and
+``ratio = median ours / median raw`` (1.0 would mean our stack costs nothing over plain
+SQL; the machines are noisy, so only the ratio is comparable between runs). Two formats:
+
+    <name>: <n>/s  raw: <n>/s  ratio: <r>
+    {"name": ..., "value": ..., "raw": ..., "ratio": ..., "unit": ...}
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+def ratio(ours: float, raw: float) -> float:
+    return ours / raw if raw > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``operations`` done in ``seconds`` of wall-clock time."""
+
+    operations: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.operations / self.seconds if self.seconds > 0 else 0.0
+
+    def __add__(self, other: Rate) -> Rate:
+        return Rate(self.operations + other.operations, self.seconds + other.seconds)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One repetition: our figure and the raw psycopg figure, measured in the same run."""
+
+    ours: Rate
+    raw: Rate
+
+    @property
+    def ratio(self) -> float:
+        return ratio(self.ours.per_second, self.raw.per_second)
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    value: float
+    raw: float
+    ratio: float
+    unit: str
+
+    @classmethod
+    def from_samples(cls, name: str, unit: str, samples: Sequence[Sample]) -> Result:
+        """The medians of both sides over ``samples``, and their ratio."""
+        if not samples:
+            raise ValueError(f"benchmark {name!r} produced no samples")
+        ours = statistics.median(s.ours.per_second for s in samples)
+        raw = statistics.median(s.raw.per_second for s in samples)
+        return cls(name, ours, raw, ratio(ours, raw), unit)
+
+    def line(self) -> str:
+        return f"{self.name}: {self.value:.0f}/s  raw: {self.raw:.0f}/s  ratio: {self.ratio:.2f}"
+
+    def json(self) -> str:
+        return json.dumps(
+            {
+                "name": self.name,
+                "value": round(self.value, 1),
+                "raw": round(self.raw, 1),
+                "ratio": round(self.ratio, 3),
+                "unit": self.unit,
+            }
+        )
