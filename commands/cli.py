@@ -76,8 +76,8 @@ def demo(
 ) -> None:
     """Simulate a subscription business on a fresh ledger and summarise it.
 
-    Without --database-url it starts from an empty SQLite file, .subledger/demo.db.
-    A database given explicitly must be empty.
+    Without --database-url (or SUBLEDGER_DATABASE_URL) it starts from a new, empty
+    SQLite file, .subledger/demo.db. A database given explicitly must be empty.
     """
     url = database_url or DEFAULT_DEMO_DATABASE_URL
     if database_url is None:
@@ -157,7 +157,7 @@ def _show_demo(report: DemoReport, url: str) -> None:
         for code, count in sorted(report.rejections.items()):
             rejected.add_row(code, str(count))
         console.print(rejected)
-    console.print(f"Explore it: SUBLEDGER_DATABASE_URL={url} subledger catalog")
+    console.print(f"Explore it: SUBLEDGER_DATABASE_URL={url} subledger catalog", soft_wrap=True)
 
 
 @app.command()
@@ -227,7 +227,11 @@ def subscription(
     subscription_id: Annotated[UUID, typer.Argument(help="The subscription's id.")],
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Show one subscription's current state as JSON."""
+    """Show one subscription as last stored, as JSON.
+
+    Due transitions (trial end, renewals, scheduled cancels) are stored when the next
+    command for it, or the billing clock, runs.
+    """
     with _open(database_url) as ledger:
         try:
             sub = ledger.subscription(subscription_id)

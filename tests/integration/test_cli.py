@@ -104,3 +104,18 @@ def test_send_explains_refusals_and_invalid_commands(sqlite_url: str) -> None:
     assert (code, answer["error"]) == (2, "invalid_command")  # type: ignore[call-overload]
     code, answer = run("catalog", "--database-url", "mysql://x/y")
     assert (code, answer["error"]) == (2, "invalid_database_url")  # type: ignore[call-overload]
+
+
+@pytest.mark.postgres
+def test_the_demo_tells_the_same_story_on_sqlite_and_postgresql(
+    sqlite_url: str, postgres_url: str
+) -> None:
+    answers = []
+    for url in (sqlite_url, postgres_url):
+        code, answer = run(
+            "demo", "--customers", "30", "--months", "2", "--json", "--database-url", url
+        )
+        assert code == 0
+        assert isinstance(answer, dict)
+        answers.append({k: v for k, v in answer.items() if k != "database_url"})
+    assert answers[0] == answers[1]
