@@ -109,6 +109,15 @@ def demo(
         _show_demo(report, url)
 
 
+def _counts(title: str, key: str, values: dict[str, Any], column: str = "count") -> None:
+    table = Table(title=title)
+    table.add_column(key)
+    table.add_column(column, justify="right")
+    for name, value in values.items():
+        table.add_row(name, str(value))
+    console.print(table)
+
+
 def _show_demo(report: DemoReport, url: str) -> None:
     summary = Table(title="subledger demo", show_header=False)
     summary.add_row("simulated", f"{report.started:%Y-%m-%d} to {report.ended:%Y-%m-%d}")
@@ -122,41 +131,13 @@ def _show_demo(report: DemoReport, url: str) -> None:
     summary.add_row("database", url)
     console.print(summary)
 
-    statuses = Table(title="Subscriptions")
-    statuses.add_column("status")
-    statuses.add_column("count", justify="right")
-    for status, count in report.subscriptions_by_status.items():
-        statuses.add_row(status, str(count))
-    console.print(statuses)
-
-    plans = Table(title="Live by plan")
-    plans.add_column("plan")
-    plans.add_column("count", justify="right")
-    for plan, count in report.subscriptions_by_plan.items():
-        plans.add_row(plan, str(count))
-    console.print(plans)
-
-    mrr = Table(title="MRR at the end")
-    mrr.add_column("currency")
-    mrr.add_column("MRR", justify="right")
-    for currency, amount in report.mrr.items():
-        mrr.add_row(currency, str(Money(amount, currency)))
-    console.print(mrr)
-
-    kinds = Table(title="Events by type")
-    kinds.add_column("event")
-    kinds.add_column("count", justify="right")
-    for kind, count in report.events_by_type.items():
-        kinds.add_row(kind, str(count))
-    console.print(kinds)
-
+    _counts("Subscriptions", "status", report.subscriptions_by_status)
+    _counts("Live by plan", "plan", report.subscriptions_by_plan)
+    mrr = {currency: Money(amount, currency) for currency, amount in report.mrr.items()}
+    _counts("MRR at the end", "currency", mrr, column="MRR")
+    _counts("Events by type", "event", report.events_by_type)
     if report.rejections:
-        rejected = Table(title="Refused commands")
-        rejected.add_column("code")
-        rejected.add_column("count", justify="right")
-        for code, count in sorted(report.rejections.items()):
-            rejected.add_row(code, str(count))
-        console.print(rejected)
+        _counts("Refused commands", "code", dict(sorted(report.rejections.items())))
     console.print(f"Explore it: SUBLEDGER_DATABASE_URL={url} subledger catalog", soft_wrap=True)
 
 

@@ -5,6 +5,7 @@ Names are part of the stored format: never rename one without keeping the old na
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from eventsourcing.persistence import JSONTranscoder, Transcoding
@@ -49,41 +50,24 @@ class PeriodAsList(Transcoding):
         return Period(data[0], data[1], data[2])
 
 
-class PriceAsDict(Transcoding):
+class DataclassAsDict(Transcoding):
+    """A frozen dataclass as a dict of its fields (nested values are transcoded too)."""
+
+    def encode(self, obj: Any) -> dict[str, Any]:
+        return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+    def decode(self, data: dict[str, Any]) -> Any:
+        return self.type(**data)
+
+
+class PriceAsDict(DataclassAsDict):
     type = Price
     name = "price"
 
-    def encode(self, obj: Price) -> dict[str, Any]:
-        return {
-            "id": obj.id,
-            "plan_code": obj.plan_code,
-            "amount": obj.amount,
-            "interval": obj.interval,
-            "trial_days": obj.trial_days,
-            "version": obj.version,
-        }
 
-    def decode(self, data: dict[str, Any]) -> Price:
-        return Price(**data)
-
-
-class PaymentMethodAsDict(Transcoding):
+class PaymentMethodAsDict(DataclassAsDict):
     type = PaymentMethod
     name = "payment_method"
-
-    def encode(self, obj: PaymentMethod) -> dict[str, Any]:
-        return {
-            "id": obj.id,
-            "gateway": obj.gateway,
-            "token": obj.token,
-            "brand": obj.brand,
-            "last4": obj.last4,
-            "exp_month": obj.exp_month,
-            "exp_year": obj.exp_year,
-        }
-
-    def decode(self, data: dict[str, Any]) -> PaymentMethod:
-        return PaymentMethod(**data)
 
 
 class SubscriptionStatusAsStr(Transcoding):
