@@ -113,3 +113,28 @@ def test_a_command_id_is_remembered_across_restarts(
     with bootstrap(database_url) as ledger:
         assert handle(command, ledger, clock) == first
         assert ledger.event_counts_by_type()["Customer.Registered"] == 1
+
+
+def test_two_ledger_processes_racing_with_one_command_apply_it_once(
+    database_url: str, clock: SimulatedClock
+) -> None:
+    """Two workers, each with its own ledger (own connections), get the same message."""
+    command = s.RegisterCustomer(command_id="dup", email="r@example.com", name="R", currency="EUR")
+    workers = [bootstrap(database_url), bootstrap(database_url)]
+    start = threading.Barrier(2)
+
+    def deliver(ledger: Ledger) -> dict[str, Any]:
+        start.wait()
+        return handle(command, ledger, clock)
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            first, second = pool.map(deliver, workers)
+        assert first == second
+        assert workers[0].event_counts_by_type() == {
+            "Customer.Registered": 1,
+            "CommandRecord.Handled": 1,
+        }
+    finally:
+        for ledger in workers:
+            ledger.close()
