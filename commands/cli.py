@@ -21,7 +21,12 @@ from commands.demo import DemoReport, run_demo
 from commands.dispatch import handle
 from commands.handlers import subscription_view
 from commands.schemas import parse_command
-from commands.settings import DEFAULT_DEMO_DATABASE_URL, InvalidDatabaseUrl, sqlite_path
+from commands.settings import (
+    DEFAULT_DEMO_DATABASE_URL,
+    InvalidDatabaseUrl,
+    configured_database_url,
+    sqlite_path,
+)
 from ledger.application import Ledger
 from ledger.clock import SystemClock
 from ledger.errors import DomainError
@@ -76,11 +81,13 @@ def demo(
 ) -> None:
     """Simulate a subscription business on a fresh ledger and summarise it.
 
-    Without --database-url (or SUBLEDGER_DATABASE_URL) it starts from a new, empty
-    SQLite file, .subledger/demo.db. A database given explicitly must be empty.
+    Without --database-url (or SUBLEDGER_DATABASE_URL, in the environment or .env) it
+    starts from a new, empty SQLite file, .subledger/demo.db. A database given
+    explicitly must be empty.
     """
-    url = database_url or DEFAULT_DEMO_DATABASE_URL
-    if database_url is None:
+    url = database_url or configured_database_url()
+    if url is None:
+        url = DEFAULT_DEMO_DATABASE_URL
         Path(sqlite_path(url) or "").unlink(missing_ok=True)
     with _open(url) as ledger:
         if ledger.recorder.max_notification_id():

@@ -18,6 +18,12 @@ class Settings(BaseSettings):
     database_url: str = DEFAULT_DATABASE_URL
 
 
+def configured_database_url() -> str | None:
+    """The database URL set in the environment or .env, if one is set."""
+    settings = Settings()
+    return settings.database_url if "database_url" in settings.model_fields_set else None
+
+
 class InvalidDatabaseUrl(ValueError):
     pass
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from commands.settings import InvalidDatabaseUrl, Settings, persistence_env
+from commands.settings import (
+    InvalidDatabaseUrl,
+    Settings,
+    configured_database_url,
+    persistence_env,
+)
 
 
 def test_sqlite_urls_are_relative_or_absolute_paths() -> None:
@@ -28,6 +35,14 @@ def test_unusable_urls_are_refused_with_the_reason(url: str) -> None:
         persistence_env(url)
 
 
-def test_the_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_url_comes_from_the_environment_or_a_dotenv_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SUBLEDGER_DATABASE_URL", raising=False)
+    assert configured_database_url() is None
+    assert Settings().database_url == "sqlite:///.subledger/ledger.db"
+    (tmp_path / ".env").write_text("SUBLEDGER_DATABASE_URL=sqlite:///from-dotenv.db\n")
+    assert configured_database_url() == "sqlite:///from-dotenv.db"
     monkeypatch.setenv("SUBLEDGER_DATABASE_URL", "sqlite:///elsewhere.db")
-    assert Settings().database_url == "sqlite:///elsewhere.db"
+    assert configured_database_url() == "sqlite:///elsewhere.db"
