@@ -140,22 +140,15 @@ class Business:
                 features=features,
             )
             for currency in CURRENCIES:
-                self.send(
-                    s.AddPrice,
-                    plan_code=code,
-                    currency=currency,
-                    amount=monthly,
-                    interval="month",
-                    trial_days=TRIAL_DAYS,
-                )
-                self.send(
-                    s.AddPrice,
-                    plan_code=code,
-                    currency=currency,
-                    amount=annual,
-                    interval="year",
-                    trial_days=TRIAL_DAYS,
-                )
+                for interval, amount in (("month", monthly), ("year", annual)):
+                    self.send(
+                        s.AddPrice,
+                        plan_code=code,
+                        currency=currency,
+                        amount=amount,
+                        interval=interval,
+                        trial_days=TRIAL_DAYS,
+                    )
 
     def sign_up(self, number: int) -> None:
         currency = self._pick(CURRENCIES)
