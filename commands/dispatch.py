@@ -1,9 +1,10 @@
 """Runs a command exactly once per command id, whatever the concurrency or restarts.
 
-The handler's events and the command record are saved in one transaction. A duplicate
-cannot commit (its record collides), so on a conflict or a refusal we look for the first
-record: found, its answer is returned; not found, the conflict was another writer on the
-same aggregates and the command runs again on fresh state.
+The handler's events and the command record are saved in one transaction; a refusal is
+saved as a record of its own. A duplicate cannot commit (its record collides), so on a
+conflict we look for the first record: found, its answer is given again (the result, or
+the refusal raised anew); not found, the conflict was another writer on the same
+aggregates and the command runs again on fresh state.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ MAX_ATTEMPTS = 8
 
 
 def handle(command: Command, ledger: Ledger, clock: Clock) -> dict[str, Any]:
-    """Applies ``command`` (or recognises it as already applied) and returns its answer."""
+    """Applies ``command`` (or recognises it as already answered) and returns its answer.
+
+    A refusal by a business rule is recorded too, and raised again for the same id.
+    """
     command_type = str(getattr(command, "type", type(command).__name__))
     digest = fingerprint(command_type, command.model_dump(mode="json", exclude={"command_id"}))
     handler = HANDLERS[type(command)]
@@ -35,19 +39,27 @@ def handle(command: Command, ledger: Ledger, clock: Clock) -> dict[str, Any]:
                 command.command_id, command_type, digest, outcome.result, now
             )
             ledger.save(record, *outcome.changed)
-        except (DomainError, IntegrityError) as error:
-            first = ledger.command_record(command.command_id)
-            if first is not None:
-                if first.fingerprint != digest:
-                    raise CommandIdReused(
-                        f"command id {command.command_id!r} was already used for a different "
-                        f"{first.command_type} command"
-                    ) from None
-                return first.result
-            if isinstance(error, DomainError):
-                raise
-        else:
             return outcome.result
+        except IntegrityError:
+            pass  # a duplicate, or a concurrent writer on the same aggregates: see below
+        except DomainError as refusal:
+            try:
+                rejected = CommandRecord.rejected(
+                    command.command_id, command_type, digest, refusal, now
+                )
+                ledger.save(rejected)
+            except IntegrityError:
+                pass  # this command id was answered already: see below
+            else:
+                raise
+        first = ledger.command_record(command.command_id)
+        if first is not None:
+            if first.fingerprint != digest:
+                raise CommandIdReused(
+                    f"command id {command.command_id!r} was already used for a different "
+                    f"{first.command_type} command"
+                )
+            return first.answer()
     raise TooManyConflicts(
         f"command {command.command_id!r} conflicted {MAX_ATTEMPTS} times with concurrent writers"
     )

@@ -162,7 +162,12 @@ def _proration_view(proration: Proration | None) -> dict[str, Any] | None:
 def change_plan(cmd: s.ChangePlan, ledger: Ledger, now: datetime) -> Outcome:
     sub, customer = current_subscription(ledger, cmd.subscription_id, now)
     interval = Interval.parse(cmd.interval) if cmd.interval else sub.price.interval
-    price = ledger.plan(cmd.plan_code).price_for_signup(sub.price.currency, interval)
+    if (cmd.plan_code, interval) == (sub.price.plan_code, sub.price.interval):
+        # One's own plan: no catalog look-up, so that an archived plan can still call
+        # off a scheduled change (the domain decides what "the same plan" means).
+        price = sub.price
+    else:
+        price = ledger.plan(cmd.plan_code).price_for_signup(sub.price.currency, interval)
     timing = ChangeTiming(cmd.when) if cmd.when else None
     proration = sub.change_price(price, now, timing)
     changed: tuple[Aggregate, ...] = (sub,)

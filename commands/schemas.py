@@ -128,6 +128,8 @@ class CancelSubscription(Command):
     def _date_goes_with_when(self) -> CancelSubscription:
         if (self.when == "date") != (self.cancel_at is not None):
             raise ValueError("cancel_at is required with when='date', and only then")
+        if self.refund_unused and self.when != "now":
+            raise ValueError("refund_unused goes with when='now': a later cancel uses its period")
         return self
 
 

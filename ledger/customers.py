@@ -14,6 +14,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
+from ledger.aggregates import LedgerAggregate
 from ledger.errors import (
     CardNumberNotAllowed,
     CurrencyMismatch,
@@ -71,7 +72,7 @@ class PaymentMethod:
         return (at.year, at.month) > (self.exp_year, self.exp_month)
 
 
-class Customer(Aggregate):
+class Customer(LedgerAggregate):
     # State set by the events' apply(); under TYPE_CHECKING because eventsourcing would
     # turn class annotations into constructor fields.
     if TYPE_CHECKING:
@@ -145,7 +146,8 @@ class Customer(Aggregate):
             raise InvalidPaymentMethod(f"payment method {method.id!r} is already on file")
         if method.is_expired(at):
             raise InvalidPaymentMethod(f"payment method {method.id!r} has expired")
-        is_default = make_default or self.default_payment_method_id is None
+        # A new method replaces a default that can no longer be charged.
+        is_default = make_default or self.default_payment_method(at) is None
         self.trigger_event(
             self.PaymentMethodAdded, timestamp=at, method=method, is_default=is_default
         )
@@ -156,6 +158,8 @@ class Customer(Aggregate):
             raise UnknownPaymentMethod(f"customer has no payment method {payment_method_id!r}")
         if method.is_expired(at):
             raise InvalidPaymentMethod(f"payment method {payment_method_id!r} has expired")
+        if payment_method_id == self.default_payment_method_id:
+            return  # already the default: nothing new to record
         self.trigger_event(
             self.DefaultPaymentMethodSwitched, timestamp=at, payment_method_id=payment_method_id
         )

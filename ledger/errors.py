@@ -115,6 +115,10 @@ class CancelDateNotInFuture(InvalidTransition):
     code = "cancel_date_not_in_future"
 
 
+class CannotChangeNowWhilePaused(InvalidTransition):
+    code = "cannot_change_now_while_paused"
+
+
 class SubscriptionNotPausable(InvalidTransition):
     code = "subscription_not_pausable"
 
@@ -133,3 +137,16 @@ class CommandIdReused(DomainError):
     """The same command id came with a different command: refuse rather than guess."""
 
     code = "command_id_reused"
+
+
+def refusal_for(code: str, message: str) -> DomainError:
+    """The error of a recorded refusal, of the class that has ``code``."""
+    pending: list[type[DomainError]] = [DomainError]
+    while pending:
+        kind = pending.pop()
+        if kind.code == code:
+            return kind(message)
+        pending.extend(kind.__subclasses__())
+    refusal = DomainError(message)
+    refusal.code = code
+    return refusal

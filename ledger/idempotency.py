@@ -15,6 +15,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from ledger.errors import DomainError, refusal_for
+
 
 def command_record_id(command_id: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"subledger:command:{command_id}")
@@ -27,6 +29,8 @@ def fingerprint(command_type: str, payload: dict[str, Any]) -> str:
 
 
 class CommandRecord(Aggregate):
+    """What a command id answered: a result, or the refusal of a business rule."""
+
     # State set by the events' apply(); under TYPE_CHECKING because eventsourcing would
     # turn class annotations into constructor fields.
     if TYPE_CHECKING:
@@ -34,6 +38,7 @@ class CommandRecord(Aggregate):
         command_type: str
         fingerprint: str
         result: dict[str, Any]
+        refusal: dict[str, str] | None
 
     class Handled(Aggregate.Created):
         command_id: str
@@ -46,6 +51,21 @@ class CommandRecord(Aggregate):
             record.command_type = self.command_type
             record.fingerprint = self.fingerprint
             record.result = dict(self.result)
+            record.refusal = None
+
+    class Rejected(Aggregate.Created):
+        command_id: str
+        command_type: str
+        fingerprint: str
+        code: str
+        message: str
+
+        def apply(self, record: CommandRecord) -> None:
+            record.command_id = self.command_id
+            record.command_type = self.command_type
+            record.fingerprint = self.fingerprint
+            record.result = {}
+            record.refusal = {"code": self.code, "message": self.message}
 
     @classmethod
     def handled(
@@ -65,3 +85,30 @@ class CommandRecord(Aggregate):
             fingerprint=fingerprint,
             result=result,
         )
+
+    @classmethod
+    def rejected(
+        cls,
+        command_id: str,
+        command_type: str,
+        fingerprint: str,
+        refusal: DomainError,
+        at: datetime,
+    ) -> CommandRecord:
+        """A refusal is an answer too: the same command id must get it again."""
+        return cls._create(
+            cls.Rejected,
+            id=command_record_id(command_id),
+            timestamp=at,
+            command_id=command_id,
+            command_type=command_type,
+            fingerprint=fingerprint,
+            code=refusal.code,
+            message=str(refusal),
+        )
+
+    def answer(self) -> dict[str, Any]:
+        """The first answer again: its result, or its refusal raised anew."""
+        if self.refusal is not None:
+            raise refusal_for(self.refusal["code"], self.refusal["message"])
+        return self.result

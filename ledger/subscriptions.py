@@ -18,11 +18,13 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
+from ledger.aggregates import LedgerAggregate
 from ledger.calendar import Period, boundary
 from ledger.catalog import MAX_TRIAL_DAYS, Price
 from ledger.clock import ensure_utc
 from ledger.errors import (
     CancelDateNotInFuture,
+    CannotChangeNowWhilePaused,
     CurrencyMismatch,
     InvalidTrial,
     NoScheduledCancel,
@@ -57,7 +59,7 @@ class ChangeTiming(StrEnum):
     PERIOD_END = "period_end"
 
 
-class Subscription(Aggregate):
+class Subscription(LedgerAggregate):
     # State set by the events' apply(); under TYPE_CHECKING because eventsourcing would
     # turn class annotations into constructor fields.
     if TYPE_CHECKING:
@@ -67,6 +69,7 @@ class Subscription(Aggregate):
         anchor: datetime
         anchor_index: int
         period: Period
+        period_billed: bool
         trial_end: datetime | None
         cancel_at: datetime | None
         cancels_at_period_end: bool
@@ -85,6 +88,7 @@ class Subscription(Aggregate):
             sub.price = self.price
             sub.status = self.status
             sub.period = self.period
+            sub.period_billed = self.trial_end is None
             sub.trial_end = self.trial_end
             sub.anchor = self.trial_end or self.period.start
             sub.anchor_index = 0
@@ -99,14 +103,17 @@ class Subscription(Aggregate):
         period: Period
 
         def apply(self, sub: Subscription) -> None:
+            sub.pending_price = None
             if self.converted:
                 sub.status = SubscriptionStatus.ACTIVE
                 sub.price = self.price
                 sub.period = self.period
-                sub.pending_price = None
+                sub.period_billed = True
             else:
                 sub.status = SubscriptionStatus.EXPIRED
                 sub.ended_at = self.timestamp
+                sub.cancel_at = None
+                sub.cancels_at_period_end = False
 
     class Renewed(Aggregate.Event):
         price: Price
@@ -117,6 +124,8 @@ class Subscription(Aggregate):
         def apply(self, sub: Subscription) -> None:
             sub.price = self.price
             sub.period = self.period
+            # A period that starts while paused is not billed.
+            sub.period_billed = sub.status in BILLED
             sub.anchor = self.anchor
             sub.anchor_index = self.anchor_index
             sub.pending_price = None
@@ -131,6 +140,9 @@ class Subscription(Aggregate):
         anchor_index: int
 
         def apply(self, sub: Subscription) -> None:
+            if self.period.index != sub.period.index:
+                # A new cycle started now: it is billed (changes while paused wait).
+                sub.period_billed = True
             sub.price = self.to_price
             sub.period = self.period
             sub.anchor = self.anchor
@@ -172,6 +184,7 @@ class Subscription(Aggregate):
             sub.status = SubscriptionStatus.CANCELED
             sub.ended_at = self.timestamp
             sub.cancel_at = None
+            sub.cancels_at_period_end = False
             sub.pending_price = None
 
     class Paused(Aggregate.Event):
@@ -296,10 +309,19 @@ class Subscription(Aggregate):
             return None
         if new.currency != self.price.currency:
             raise CurrencyMismatch(f"cannot move a {self.price.currency} subscription to {new.id}")
+        if self.status is SubscriptionStatus.PAUSED:
+            # Nothing is collected while paused, so a change waits for the next period.
+            if timing is ChangeTiming.NOW:
+                raise CannotChangeNowWhilePaused(
+                    "a paused subscription changes plan at period end; resume it first"
+                )
+            timing = ChangeTiming.PERIOD_END
         if timing is None:
             is_upgrade = new.monthly_amount > self.price.monthly_amount
             timing = ChangeTiming.NOW if is_upgrade else ChangeTiming.PERIOD_END
         if timing is ChangeTiming.PERIOD_END:
+            if self.pending_price == new:
+                return None  # already scheduled: nothing new to record
             self.trigger_event(
                 self.ChangeScheduled, timestamp=at, to_price=new, effective_at=self.period.end
             )
@@ -319,8 +341,8 @@ class Subscription(Aggregate):
         return proration
 
     def _change_now(self, new: Price, at: datetime) -> tuple[Proration, Period, datetime, int]:
-        # Nothing was paid for a trial or a paused period: such a switch is not prorated.
-        billed = self.status in BILLED
+        # Nothing was paid for a trial or an unbilled period: such a switch is not prorated.
+        billed = self.period_billed
         zero = Proration(self._zero, self._zero)
         if self.status is SubscriptionStatus.TRIALING or new.interval == self.price.interval:
             proration = prorate_change(self.price.amount, new.amount, self.period, at)
@@ -345,13 +367,15 @@ class Subscription(Aggregate):
         returned (the refund itself goes through the gateway that took the payment)."""
         self._ensure_not_ended("cancel")
         refund = self._zero
-        if refund_unused and self.status in BILLED:
+        if refund_unused and self.period_billed:
             refund = unused_part(self.price.amount, self.period, at)
         self.trigger_event(self.Canceled, timestamp=at, refund=refund, scheduled=False)
         return refund
 
     def cancel_at_period_end(self, at: datetime) -> datetime:
         self._ensure_not_ended("cancel")
+        if self.cancels_at_period_end:
+            return self.period.end  # already scheduled: nothing new to record
         self.trigger_event(
             self.CancelScheduled, timestamp=at, cancel_at=self.period.end, at_period_end=True
         )

@@ -230,3 +230,28 @@ def test_a_zero_adjustment_records_nothing() -> None:
     customer.collect_events()
     customer.adjust_credit(eur(0), "nothing", JAN)
     assert customer.collect_events() == []
+
+
+def test_a_new_method_replaces_a_default_that_has_expired() -> None:
+    customer = ada()
+    customer.add_payment_method(method("pm_old", exp_month=2, exp_year=2025), False, JAN)
+    april = datetime(2025, 4, 1, tzinfo=UTC)
+    customer.add_payment_method(method("pm_new", exp_year=2030), make_default=False, at=april)
+    assert customer.default_payment_method_id == "pm_new"
+
+
+def test_a_trial_converts_only_on_a_method_on_file_at_its_end() -> None:
+    customer = ada()
+    february = datetime(2025, 2, 1, tzinfo=UTC)
+    customer.add_payment_method(method("pm_1"), make_default=False, at=february)
+    assert not customer.can_pay_at(JAN)
+    assert customer.can_pay_at(february)
+    assert not customer.can_pay_at(datetime(2028, 1, 1, tzinfo=UTC))  # expired by then
+
+
+def test_switching_to_the_current_default_records_nothing() -> None:
+    customer = ada()
+    customer.add_payment_method(method("pm_1"), make_default=False, at=JAN)
+    pending = len(customer.pending_events)
+    customer.switch_default_payment_method("pm_1", JAN)
+    assert len(customer.pending_events) == pending

@@ -155,6 +155,15 @@ def test_a_trial_without_a_payment_method_expires_at_its_end() -> None:
     assert sub.advance(utc(2026, 6, 1), can_pay=always) == 0
 
 
+def test_an_expired_trial_keeps_no_scheduled_change_or_cancel() -> None:
+    sub = subscribe(price("pro", 2000, trial_days=14))
+    sub.change_price(BASIC, JAN_31 + timedelta(days=1))
+    sub.cancel_on(utc(2025, 4, 1), JAN_31 + timedelta(days=2))
+    sub.advance(utc(2025, 3, 1), can_pay=never)
+    assert sub.status is SubscriptionStatus.EXPIRED
+    assert (sub.pending_price, sub.cancel_at) == (None, None)
+
+
 def test_a_downgrade_scheduled_during_the_trial_starts_with_the_first_period() -> None:
     sub = subscribe(price("pro", 2000, trial_days=14))
     assert sub.change_price(BASIC, JAN_31 + timedelta(days=1)) is None
