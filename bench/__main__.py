@@ -2,8 +2,8 @@
 
 Runs the named benchmark (or every one) ``--repeat`` times and prints, per benchmark, the
 median of our figure, the median of raw psycopg's figure measured in the same runs, and
-their ratio: one line ``<name>: <n>/s  raw: <n>/s  ratio: <r>``, or with ``--json`` one
-JSON object ``{"name", "value", "raw", "ratio", "unit"}`` per line.
+the median of the runs' ratios: one line ``<name>: <n>/s  raw: <n>/s  ratio: <r>``, or
+with ``--json`` one JSON object ``{"name", "value", "raw", "ratio", "unit"}`` per line.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def parser(registry: dict[str, Benchmark]) -> argparse.ArgumentParser:
             "on PostgreSQL; each repetition works in a fresh schema, dropped afterwards.\n"
             "Prints per benchmark '<name>: <n>/s  raw: <n>/s  ratio: <r>' (or with --json\n"
             '{"name", "value", "raw", "ratio", "unit"}): the medians over the repetitions,\n'
-            "and ratio = median ours / median raw."
+            "and the median of the repetitions' ratios ours / raw."
         ),
         epilog=f"benchmarks:\n{listing}\n  {'all':<12} every benchmark above, in turn",
         formatter_class=argparse.RawDescriptionHelpFormatter,

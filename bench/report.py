@@ -3,8 +3,9 @@
 A benchmark run is repeated; each repetition yields a ``Sample``: how many operations
 our code did in how many seconds, and how many the raw psycopg equivalent did in how many.
 The reported ``Result`` holds the median rate of each side over the repetitions, and
-``ratio = median ours / median raw`` (1.0 would mean our stack costs nothing over plain
-SQL; the machines are noisy, so only the ratio is comparable between runs). Two formats:
+``ratio``, the median of the repetitions' ratios ours / raw (1.0 would mean our stack costs
+nothing over plain SQL; the machines are noisy, so only the ratio is comparable between
+runs). Two formats:
 
     <name>: <n>/s  raw: <n>/s  ratio: <r>
     {"name": ..., "value": ..., "raw": ..., "ratio": ..., "unit": ...}
@@ -59,12 +60,17 @@ class Result:
 
     @classmethod
     def from_samples(cls, name: str, unit: str, samples: Sequence[Sample]) -> Result:
-        """The medians of both sides over ``samples``, and their ratio."""
+        """The medians of both sides over ``samples``, and the median of their ratios.
+
+        Each repetition measures both sides back to back, so its ratio is what the noise
+        of the machine disturbs least; the median of medians could pair a fast run of one
+        side with a slow run of the other.
+        """
         if not samples:
             raise ValueError(f"benchmark {name!r} produced no samples")
         ours = statistics.median(s.ours.per_second for s in samples)
         raw = statistics.median(s.raw.per_second for s in samples)
-        return cls(name, ours, raw, ratio(ours, raw), unit)
+        return cls(name, ours, raw, statistics.median(s.ratio for s in samples), unit)
 
     def line(self) -> str:
         return f"{self.name}: {self.value:.0f}/s  raw: {self.raw:.0f}/s  ratio: {self.ratio:.2f}"

@@ -12,18 +12,24 @@ from ledger.application import Ledger
 
 
 def prepare_storage(env: dict[str, str]) -> None:
-    """Creates what eventsourcing expects to exist: the SQLite folder, the PG schema."""
+    """Creates what eventsourcing expects to exist: the SQLite folder, the PG schema.
+
+    PostgreSQL is connected to once directly, so that a wrong database, user or host is
+    reported at once with its cause, not after the pool's wait with none.
+    """
     if env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite":
         Path(env["SQLITE_DBNAME"]).parent.mkdir(parents=True, exist_ok=True)
-    elif env["POSTGRES_SCHEMA"]:
-        with psycopg.connect(
-            dbname=env["POSTGRES_DBNAME"],
-            host=env["POSTGRES_HOST"],
-            port=env["POSTGRES_PORT"],
-            user=env["POSTGRES_USER"],
-            password=env["POSTGRES_PASSWORD"],
-            autocommit=True,
-        ) as conn:
+        return
+    with psycopg.connect(
+        dbname=env["POSTGRES_DBNAME"],
+        host=env["POSTGRES_HOST"],
+        port=env["POSTGRES_PORT"],
+        user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"],
+        connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
+        autocommit=True,
+    ) as conn:
+        if env["POSTGRES_SCHEMA"]:
             conn.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                     sql.Identifier(env["POSTGRES_SCHEMA"])

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
 
-import eventsourcing.persistence
 import psycopg
 import typer
+from eventsourcing.persistence import PersistenceError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -28,6 +31,7 @@ from commands.settings import (
     sqlite_path,
 )
 from ledger.application import Ledger
+from ledger.catalog import Plan
 from ledger.clock import SystemClock
 from ledger.errors import DomainError
 from ledger.money import Money
@@ -61,14 +65,16 @@ def _fail(code: str, message: str, exit_code: int = 1) -> typer.Exit:
     return typer.Exit(exit_code)
 
 
-def _open(database_url: str | None) -> Ledger:
-    """The ledger, or a clear error for a URL we cannot use or a server that is down."""
+@contextmanager
+def _ledger(database_url: str | None) -> Iterator[Ledger]:
+    """The ledger, with a clear error (exit 2) for a URL or a database we cannot use."""
     try:
-        return bootstrap(database_url)
+        with bootstrap(database_url) as ledger:
+            yield ledger
     except InvalidDatabaseUrl as error:
         raise _fail("invalid_database_url", str(error), 2) from None
-    except (psycopg.OperationalError, eventsourcing.persistence.OperationalError) as error:
-        raise _fail("database_unreachable", f"cannot open the database: {error}", 2) from None
+    except (PersistenceError, psycopg.Error, sqlite3.Error, OSError) as error:
+        raise _fail("database_error", f"cannot use the database: {error}", 2) from None
 
 
 @app.command()
@@ -89,7 +95,7 @@ def demo(
     if url is None:
         url = DEFAULT_DEMO_DATABASE_URL
         Path(sqlite_path(url) or "").unlink(missing_ok=True)
-    with _open(url) as ledger:
+    with _ledger(url) as ledger:
         if ledger.recorder.max_notification_id():
             raise _fail("database_not_empty", f"the demo needs an empty database, not {url}", 2)
         if as_json:
@@ -145,7 +151,7 @@ def _show_demo(report: DemoReport, url: str) -> None:
     _counts("Events by type", "event", report.events_by_type)
     if report.rejections:
         _counts("Refused commands", "code", dict(sorted(report.rejections.items())))
-    console.print(f"Explore it: SUBLEDGER_DATABASE_URL={url} subledger catalog", soft_wrap=True)
+    console.print(f"Explore it: .venv/bin/subledger catalog --database-url {url}", soft_wrap=True)
 
 
 @app.command()
@@ -162,8 +168,12 @@ def send(
     try:
         parsed = parse_command(raw)
     except ValidationError as error:
-        raise _fail("invalid_command", str(error), 2) from None
-    with _open(database_url) as ledger:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc']) or 'command'}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        raise _fail("invalid_command", problems, 2) from None
+    with _ledger(database_url) as ledger:
         try:
             result = handle(parsed, ledger, SystemClock())
         except DomainError as refusal:
@@ -173,41 +183,51 @@ def send(
 
 @app.command()
 def catalog(database_url: DatabaseUrl = None, as_json: AsJson = False) -> None:
-    """List plans and their prices (archived ones marked)."""
-    with _open(database_url) as ledger:
-        plans = ledger.plans()
-    rows = [
-        {
-            "plan": plan.code,
-            "name": plan.name,
-            "price_id": price.id,
-            "amount": price.amount.amount,
-            "currency": price.currency,
-            "interval": str(price.interval),
-            "trial_days": price.trial_days,
-            "archived": plan.archived or price.id in plan.archived_price_ids,
-        }
-        for plan in plans
-        for price in plan.prices.values()
-    ]
+    """List every plan and its prices (archived ones marked)."""
+    with _ledger(database_url) as ledger:
+        plans = [_plan_view(plan) for plan in ledger.plans()]
     if as_json:
-        _print_json(rows)
+        _print_json(plans)
         return
     table = Table(title="Catalog")
-    for column in ("plan", "price id", "price", "interval", "trial days", "state"):
+    for column in ("plan", "name", "price id", "price", "interval", "trial days", "state"):
         table.add_column(column)
     for plan in plans:
-        for price in plan.prices.values():
-            archived = plan.archived or price.id in plan.archived_price_ids
+        state = "archived" if plan["archived"] else "active"
+        if not plan["prices"]:
+            table.add_row(plan["plan"], plan["name"], "-", "-", "-", "-", state)
+        for price in plan["prices"]:
             table.add_row(
-                plan.code,
-                price.id,
-                str(price.amount),
-                str(price.interval),
-                str(price.trial_days),
-                "archived" if archived else "active",
+                plan["plan"],
+                plan["name"],
+                price["price_id"],
+                str(Money(price["amount"], price["currency"])),
+                price["interval"],
+                str(price["trial_days"]),
+                "archived" if price["archived"] else "active",
             )
     console.print(table)
+
+
+def _plan_view(plan: Plan) -> dict[str, Any]:
+    return {
+        "plan": plan.code,
+        "name": plan.name,
+        "description": plan.description,
+        "features": plan.features,
+        "archived": plan.archived,
+        "prices": [
+            {
+                "price_id": price.id,
+                "amount": price.amount.amount,
+                "currency": price.currency,
+                "interval": str(price.interval),
+                "trial_days": price.trial_days,
+                "archived": plan.archived or price.id in plan.archived_price_ids,
+            }
+            for price in plan.prices.values()
+        ],
+    }
 
 
 @app.command()
@@ -220,7 +240,7 @@ def subscription(
     Due transitions (trial end, renewals, scheduled cancels) are stored when the next
     command for it, or the billing clock, runs.
     """
-    with _open(database_url) as ledger:
+    with _ledger(database_url) as ledger:
         try:
             sub = ledger.subscription(subscription_id)
         except DomainError as refusal:

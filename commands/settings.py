@@ -33,7 +33,7 @@ def sqlite_path(url: str) -> str | None:
     if not url.startswith("sqlite:///"):
         return None
     path = url.removeprefix("sqlite:///")
-    if not path:
+    if not path or path.startswith(":memory:"):
         raise InvalidDatabaseUrl(f"{url!r} names no file (sqlite:///relative/path.db)")
     return path
 
@@ -52,12 +52,20 @@ def persistence_env(url: str) -> dict[str, str]:
     dbname = parts.path.lstrip("/")
     if not dbname or not parts.hostname:
         raise InvalidDatabaseUrl(f"{url!r} needs a host and a database name")
-    schema = parse_qs(parts.query).get("schema", [""])[0]
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        raise InvalidDatabaseUrl(f"{url!r} has an invalid port") from None
+    query = parse_qs(parts.query)
+    # Silently dropping a parameter (sslmode, say) would connect other than asked.
+    if unknown := sorted(set(query) - {"schema"}):
+        raise InvalidDatabaseUrl(f"{url!r}: unsupported parameters {', '.join(unknown)}")
+    schema = query.get("schema", [""])[0]
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "POSTGRES_DBNAME": dbname,
         "POSTGRES_HOST": parts.hostname,
-        "POSTGRES_PORT": str(parts.port or 5432),
+        "POSTGRES_PORT": str(port),
         "POSTGRES_USER": unquote(parts.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
         "POSTGRES_SCHEMA": schema,

@@ -14,7 +14,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import JSONTranscoder
-from eventsourcing.utils import get_topic
+from eventsourcing.utils import Environment, EnvType, get_topic
 
 from ledger.catalog import Plan, plan_id
 from ledger.customers import Customer
@@ -31,6 +31,15 @@ class Ledger(Application[UUID]):
     # Customers and subscriptions live for years; snapshots keep their loading fast.
     snapshotting_intervals = {Customer: 50, Subscription: 50}
 
+    def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
+        """The given environment alone, when one is given: the library would let stray
+        ``LEDGER_*`` or ``PERSISTENCE_MODULE`` variables override the database we were
+        told to use."""
+        if env is None:
+            return super().construct_env(name, env)
+        given = {"IS_SNAPSHOTTING_ENABLED": "y", **type(self).env, **env}
+        return Environment(name, given)
+
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         register_ledger_transcodings(transcoder)
@@ -45,7 +54,10 @@ class Ledger(Application[UUID]):
         return aggregate
 
     def plan(self, code: str) -> Plan:
-        return self._get(Plan, plan_id(code), f"plan {code!r}:")
+        try:
+            return self._get(Plan, plan_id(code), "plan")
+        except NotFound:
+            raise NotFound(f"no plan {code!r}") from None
 
     def plans(self) -> list[Plan]:
         return [self._get(Plan, i, "plan") for i in self.ids_of(Plan)]

@@ -28,7 +28,7 @@ POSTGRES_URL = os.environ.get(
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL URL whose schema is fresh and is dropped after the test."""
     schema = f"test_{uuid4().hex[:12]}"
-    yield f"{POSTGRES_URL}?schema={schema}"
+    yield f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}schema={schema}"
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
@@ -39,7 +39,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest) -> str:
     """The same test on both backends."""
     name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
     return str(request.getfixturevalue(name))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -13,7 +14,8 @@ from commands.cli import app
 runner = CliRunner()
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict | list]:  # type: ignore[type-arg]
+def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, Any]:
+    """Exit code and the JSON the command printed."""
     result = runner.invoke(app, list(args), env=env)
     return result.exit_code, json.loads(result.stdout)
 
@@ -50,7 +52,7 @@ def test_the_demo_refuses_a_database_that_is_not_empty(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
     assert run("demo", "--customers", "5", "--months", "1", "--json", "--database-url", url)[0] == 0
     code, answer = run("demo", "--json", "--database-url", url)
-    assert (code, answer["error"]) == (2, "database_not_empty")  # type: ignore[call-overload]
+    assert (code, answer["error"]) == (2, "database_not_empty")
 
 
 @pytest.mark.postgres
@@ -63,19 +65,36 @@ def test_send_and_catalog_honour_the_database_url_from_the_environment(postgres_
         '"currency": "JPY", "amount": 1500, "interval": "year"}'
     )
     assert run("send", price, env=env) == (0, {"price_id": "pro-year-jpy-v1", "version": 1})
-    code, rows = run("catalog", "--json", env=env)
+    unpriced = '{"type": "register_plan", "command_id": "p3", "code": "free", "name": "Free"}'
+    assert run("send", unpriced, env=env)[0] == 0
+    code, plans = run("catalog", "--json", env=env)
     assert code == 0
-    assert rows == [
+    assert plans == [
         {
             "plan": "pro",
             "name": "Pro",
-            "price_id": "pro-year-jpy-v1",
-            "amount": 1500,
-            "currency": "JPY",
-            "interval": "year",
-            "trial_days": 0,
+            "description": "",
+            "features": [],
             "archived": False,
-        }
+            "prices": [
+                {
+                    "price_id": "pro-year-jpy-v1",
+                    "amount": 1500,
+                    "currency": "JPY",
+                    "interval": "year",
+                    "trial_days": 0,
+                    "archived": False,
+                }
+            ],
+        },
+        {
+            "plan": "free",
+            "name": "Free",
+            "description": "",
+            "features": [],
+            "archived": False,
+            "prices": [],
+        },
     ]
 
 
@@ -90,7 +109,7 @@ def test_send_explains_refusals_and_invalid_commands(sqlite_url: str) -> None:
         {
             "type": "add_payment_method",
             "command_id": "m1",
-            "customer_id": answer["customer_id"],  # type: ignore[call-overload]
+            "customer_id": answer["customer_id"],
             "payment_method_id": "pm_1",
             "token": "4242424242424242",
             "last4": "4242",
@@ -99,11 +118,19 @@ def test_send_explains_refusals_and_invalid_commands(sqlite_url: str) -> None:
         }
     )
     code, answer = run("send", card, "--database-url", sqlite_url)
-    assert (code, answer["error"]) == (1, "card_number_not_allowed")  # type: ignore[call-overload]
+    assert (code, answer["error"]) == (1, "card_number_not_allowed")
     code, answer = run("send", '{"type": "nope"}', "--database-url", sqlite_url)
-    assert (code, answer["error"]) == (2, "invalid_command")  # type: ignore[call-overload]
+    assert (code, answer["error"]) == (2, "invalid_command")
+    code, answer = run(
+        "send", card.replace('"exp_month": 1', '"exp_month": "1"'), "--database-url", sqlite_url
+    )
+    assert answer["message"] == "add_payment_method.exp_month: Input should be a valid integer"
+    for url in ("sqlite:////proc/no.db", "postgresql://postgres@127.0.0.1/test?sslmode=require"):
+        code, answer = run("catalog", "--database-url", url)
+        assert code == 2
+        assert answer["error"] in ("database_error", "invalid_database_url")
     code, answer = run("catalog", "--database-url", "mysql://x/y")
-    assert (code, answer["error"]) == (2, "invalid_database_url")  # type: ignore[call-overload]
+    assert (code, answer["error"]) == (2, "invalid_database_url")
 
 
 @pytest.mark.postgres
@@ -119,3 +146,16 @@ def test_the_demo_tells_the_same_story_on_sqlite_and_postgresql(
         assert isinstance(answer, dict)
         answers.append({k: v for k, v in answer.items() if k != "database_url"})
     assert answers[0] == answers[1]
+
+
+def test_the_given_database_wins_over_stray_library_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEDGER_SQLITE_DBNAME", str(tmp_path / "stray.db"))
+    monkeypatch.setenv("PERSISTENCE_MODULE", "eventsourcing.popo")
+    url = f"sqlite:///{tmp_path / 'given.db'}"
+    plan = '{"type": "register_plan", "command_id": "p1", "code": "pro", "name": "Pro"}'
+    assert run("send", plan, "--database-url", url)[0] == 0
+    assert (tmp_path / "given.db").exists()
+    assert not (tmp_path / "stray.db").exists()
+    assert run("catalog", "--json", "--database-url", url)[1][0]["plan"] == "pro"

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from uuid import uuid4
 
+import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError
 
 from commands.bootstrap import bootstrap
+from commands.settings import persistence_env
 from ledger.customers import Customer
 from ledger.postgres_recorder import LeanPostgresApplicationRecorder
+from tests.conftest import POSTGRES_URL
 
 pytestmark = pytest.mark.postgres
 AT = datetime(2025, 1, 1, tzinfo=UTC)
@@ -34,3 +38,38 @@ def test_saves_are_numbered_in_order_and_all_or_nothing(postgres_url: str) -> No
             ledger.save(cid, stale)
         assert cid.id not in ledger.repository  # nothing of the failed save was kept
         assert ledger.customer(ann.id).email == "ann@example.org"
+
+
+def test_a_listener_is_woken_and_a_subscription_follows_the_sequence(postgres_url: str) -> None:
+    with bootstrap(postgres_url) as ledger:
+        ledger.save(Customer.register(uuid4(), "a@example.com", "A", "EUR", AT))
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as listener:
+            listener.execute("LISTEN ledger_events")
+            with ledger.recorder.subscribe(gt=0) as subscription:
+                ledger.save(Customer.register(uuid4(), "b@example.com", "B", "EUR", AT))
+                ledger.save(Customer.register(uuid4(), "c@example.com", "C", "EUR", AT))
+                seen = [n.id for _, n in zip(range(3), subscription, strict=False)]
+            woken = list(listener.notifies(timeout=2, stop_after=1))
+        assert seen == [1, 2, 3]
+        assert {note.channel for note in woken} == {"ledger_events"}
+
+
+def test_writers_wait_for_the_table_lock(postgres_url: str) -> None:
+    """Commit order must equal notification order: each insert takes the EXCLUSIVE lock."""
+    with bootstrap(postgres_url) as ledger:
+        ledger.save(Customer.register(uuid4(), "a@example.com", "A", "EUR", AT))
+        table = f'"{persistence_env(postgres_url)["POSTGRES_SCHEMA"]}".ledger_events'
+        with psycopg.connect(POSTGRES_URL) as blocker:
+            # ROW SHARE conflicts with EXCLUSIVE only: a writer without the lock would pass.
+            blocker.execute(f"LOCK TABLE {table} IN ROW SHARE MODE")
+            writer = threading.Thread(
+                target=ledger.save,
+                args=(Customer.register(uuid4(), "b@example.com", "B", "EUR", AT),),
+            )
+            writer.start()
+            writer.join(timeout=1.0)
+            assert writer.is_alive(), "the insert did not wait for the table lock"
+            blocker.rollback()
+        writer.join(timeout=5)
+        assert not writer.is_alive()
+        assert sum(ledger.event_counts_by_type().values()) == 2
