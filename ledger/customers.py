@@ -139,6 +139,8 @@ class Customer(LedgerAggregate):
 
     def change_contact(self, email: str, name: str, at: datetime) -> None:
         _check_contact(email, name)
+        if (email, name) == (self.email, self.name):
+            return  # nothing changed: nothing to record
         self.trigger_event(self.ContactChanged, timestamp=at, email=email, name=name)
 
     def add_payment_method(self, method: PaymentMethod, make_default: bool, at: datetime) -> None:

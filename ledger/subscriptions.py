@@ -341,19 +341,21 @@ class Subscription(LedgerAggregate):
         return proration
 
     def _change_now(self, new: Price, at: datetime) -> tuple[Proration, Period, datetime, int]:
-        # Nothing was paid for a trial or an unbilled period: such a switch is not prorated.
-        billed = self.period_billed
         zero = Proration(self._zero, self._zero)
         if self.status is SubscriptionStatus.TRIALING or new.interval == self.price.interval:
+            # Same period: prorated only if it was billed (a trial or a period that began
+            # while paused was not).
+            if not self.period_billed:
+                return zero, self.period, self.anchor, self.anchor_index
             proration = prorate_change(self.price.amount, new.amount, self.period, at)
-            return (proration if billed else zero), self.period, self.anchor, self.anchor_index
-        # A new interval restarts the billing cycle now: credit the unused old period,
-        # charge a whole new one (as Stripe does when the interval changes).
+            return proration, self.period, self.anchor, self.anchor_index
+        # A new interval starts a new, billed cycle now: credit the unused old period if it
+        # was billed, charge a whole new one (as Stripe does when the interval changes).
         index = self.period.index + 1
         current = Period(index, at, boundary(at, new.interval, 1))
-        if not billed:
-            return zero, current, at, index
-        credit = unused_part(self.price.amount, self.period, at)
+        credit = (
+            unused_part(self.price.amount, self.period, at) if self.period_billed else self._zero
+        )
         return Proration(credit, new.amount), current, at, index
 
     def _anchor_for(self, price: Price, start: datetime) -> tuple[datetime, int]:
@@ -384,6 +386,8 @@ class Subscription(LedgerAggregate):
     def cancel_on(self, when: datetime, at: datetime) -> None:
         self._ensure_not_ended("cancel")
         when = ensure_utc(when)
+        if when == self.cancel_at and not self.cancels_at_period_end:
+            return  # already scheduled for that instant: nothing new to record
         if when <= at:
             raise CancelDateNotInFuture(
                 f"cancel date {when.isoformat()} is not after now ({at.isoformat()})"

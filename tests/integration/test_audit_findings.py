@@ -56,6 +56,20 @@ def test_a_period_that_began_while_paused_is_never_refunded_or_credited(shop: Sh
     assert done["refund"]["amount"] == 0
 
 
+def test_a_new_cycle_started_from_an_unbilled_period_is_charged_in_full(shop: Shop) -> None:
+    sub_id = basic(shop)
+    shop.send(s.PauseSubscription, subscription_id=sub_id)
+    shop.clock.advance(timedelta(days=35))  # renews on 28 Feb while paused: not billed
+    shop.send(s.ResumeSubscription, subscription_id=sub_id)
+    change = shop.send(
+        s.ChangePlan, subscription_id=sub_id, plan_code="pro", interval="year", when="now"
+    )
+    assert change["proration"]["credit"]["amount"] == 0
+    assert change["proration"]["charge"]["amount"] == 20000
+    done = shop.send(s.CancelSubscription, subscription_id=sub_id, when="now", refund_unused=True)
+    assert done["refund"]["amount"] == 20000  # nothing of the new year was used yet
+
+
 def test_a_refused_command_is_refused_again_when_redelivered(shop: Shop) -> None:
     sub_id = basic(shop)
     revoke = {"command_id": "revoke-1", "subscription_id": sub_id}
