@@ -26,7 +26,8 @@ MAX_ATTEMPTS = 8
 def handle(command: Command, ledger: Ledger, clock: Clock) -> dict[str, Any]:
     """Applies ``command`` (or recognises it as already answered) and returns its answer.
 
-    A refusal by a business rule is recorded too, and raised again for the same id.
+    A refusal by a business rule is recorded too, and raised again for the same id; a
+    reference to something that does not exist (yet) is not, so a retry can succeed.
     """
     command_type = str(getattr(command, "type", type(command).__name__))
     digest = fingerprint(command_type, command.model_dump(mode="json", exclude={"command_id"}))
@@ -43,14 +44,17 @@ def handle(command: Command, ledger: Ledger, clock: Clock) -> dict[str, Any]:
         except IntegrityError:
             pass  # a duplicate, or a concurrent writer on the same aggregates: see below
         except DomainError as refusal:
-            try:
-                rejected = CommandRecord.rejected(
-                    command.command_id, command_type, digest, refusal, now
-                )
-                ledger.save(rejected)
-            except IntegrityError:
-                pass  # this command id was answered already: see below
-            else:
+            if refusal.final:
+                try:
+                    rejected = CommandRecord.rejected(
+                        command.command_id, command_type, digest, refusal, now
+                    )
+                    ledger.save(rejected)
+                except IntegrityError:
+                    pass  # this command id was answered already: see below
+                else:
+                    raise
+            elif ledger.command_record(command.command_id) is None:
                 raise
         first = ledger.command_record(command.command_id)
         if first is not None:

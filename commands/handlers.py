@@ -63,12 +63,15 @@ def subscription_view(sub: Subscription) -> dict[str, Any]:
 
 def current_subscription(
     ledger: Ledger, subscription_id: UUID, now: datetime
-) -> tuple[Subscription, Customer]:
-    """The subscription with every transition due by ``now`` applied, and its customer."""
+) -> tuple[Subscription, Customer, datetime]:
+    """The subscription with every transition due by ``now`` applied, its customer, and
+    the instant the command acts at: ``now``, or the subscription's last event if a
+    worker with a faster clock wrote one later, so that its history stays in order and
+    the command's checks and amounts use the very instant it is stamped with."""
     sub = ledger.subscription(subscription_id)
     customer = ledger.customer(sub.customer_id)
     sub.advance(now, can_pay=customer.can_pay_at)
-    return sub, customer
+    return sub, customer, max(now, sub.modified_on)
 
 
 def register_plan(cmd: s.RegisterPlan, ledger: Ledger, now: datetime) -> Outcome:
@@ -160,7 +163,7 @@ def _proration_view(proration: Proration | None) -> dict[str, Any] | None:
 
 
 def change_plan(cmd: s.ChangePlan, ledger: Ledger, now: datetime) -> Outcome:
-    sub, customer = current_subscription(ledger, cmd.subscription_id, now)
+    sub, customer, now = current_subscription(ledger, cmd.subscription_id, now)
     interval = Interval.parse(cmd.interval) if cmd.interval else sub.price.interval
     if (cmd.plan_code, interval) == (sub.price.plan_code, sub.price.interval):
         # One's own plan: no catalog look-up, so that an archived plan can still call
@@ -180,7 +183,7 @@ def change_plan(cmd: s.ChangePlan, ledger: Ledger, now: datetime) -> Outcome:
 
 
 def cancel_subscription(cmd: s.CancelSubscription, ledger: Ledger, now: datetime) -> Outcome:
-    sub, _ = current_subscription(ledger, cmd.subscription_id, now)
+    sub, _, now = current_subscription(ledger, cmd.subscription_id, now)
     refund = Money.zero(sub.price.currency)
     if cmd.when == "now":
         refund = sub.cancel_now(now, cmd.refund_unused)
@@ -193,19 +196,19 @@ def cancel_subscription(cmd: s.CancelSubscription, ledger: Ledger, now: datetime
 
 
 def revoke_cancel(cmd: s.RevokeCancel, ledger: Ledger, now: datetime) -> Outcome:
-    sub, _ = current_subscription(ledger, cmd.subscription_id, now)
+    sub, _, now = current_subscription(ledger, cmd.subscription_id, now)
     sub.revoke_cancel(now)
     return Outcome(subscription_view(sub), (sub,))
 
 
 def pause_subscription(cmd: s.PauseSubscription, ledger: Ledger, now: datetime) -> Outcome:
-    sub, _ = current_subscription(ledger, cmd.subscription_id, now)
+    sub, _, now = current_subscription(ledger, cmd.subscription_id, now)
     sub.pause(now)
     return Outcome(subscription_view(sub), (sub,))
 
 
 def resume_subscription(cmd: s.ResumeSubscription, ledger: Ledger, now: datetime) -> Outcome:
-    sub, _ = current_subscription(ledger, cmd.subscription_id, now)
+    sub, _, now = current_subscription(ledger, cmd.subscription_id, now)
     sub.resume(now)
     return Outcome(subscription_view(sub), (sub,))
 

@@ -23,7 +23,7 @@ MAX_ATTEMPTS = 8
 def advance_subscription(ledger: Ledger, subscription_id: UUID, now: datetime) -> Subscription:
     """Applies and stores every transition of the subscription due by ``now``."""
     for _ in range(MAX_ATTEMPTS):
-        sub, _customer = current_subscription(ledger, subscription_id, now)
+        sub, _customer, _at = current_subscription(ledger, subscription_id, now)
         try:
             ledger.save(sub)
         except IntegrityError:

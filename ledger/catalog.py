@@ -15,7 +15,6 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from ledger.aggregates import LedgerAggregate
 from ledger.calendar import Interval
 from ledger.errors import (
     InvalidPlan,
@@ -62,7 +61,7 @@ def plan_id(code: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"subledger:plan:{code}")
 
 
-class Plan(LedgerAggregate):
+class Plan(Aggregate):
     # State set by the events' apply(); under TYPE_CHECKING because eventsourcing would
     # turn class annotations into constructor fields.
     if TYPE_CHECKING:

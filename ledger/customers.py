@@ -14,7 +14,6 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from ledger.aggregates import LedgerAggregate
 from ledger.errors import (
     CardNumberNotAllowed,
     CurrencyMismatch,
@@ -72,7 +71,7 @@ class PaymentMethod:
         return (at.year, at.month) > (self.exp_year, self.exp_month)
 
 
-class Customer(LedgerAggregate):
+class Customer(Aggregate):
     # State set by the events' apply(); under TYPE_CHECKING because eventsourcing would
     # turn class annotations into constructor fields.
     if TYPE_CHECKING:

@@ -9,10 +9,16 @@ class DomainError(Exception):
     """A business rule refused a command."""
 
     code = "domain_error"
+    # A refusal is the command's final answer, recorded for its id; not one that may
+    # change by itself once other commands land.
+    final = True
 
 
 class NotFound(DomainError):
+    """What a command refers to does not exist (or not yet: messages can overtake)."""
+
     code = "not_found"
+    final = False
 
 
 class InvalidMoney(DomainError):

@@ -18,7 +18,6 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from ledger.aggregates import LedgerAggregate
 from ledger.calendar import Period, boundary
 from ledger.catalog import MAX_TRIAL_DAYS, Price
 from ledger.clock import ensure_utc
@@ -59,7 +58,7 @@ class ChangeTiming(StrEnum):
     PERIOD_END = "period_end"
 
 
-class Subscription(LedgerAggregate):
+class Subscription(Aggregate):
     # State set by the events' apply(); under TYPE_CHECKING because eventsourcing would
     # turn class annotations into constructor fields.
     if TYPE_CHECKING:
@@ -120,12 +119,12 @@ class Subscription(LedgerAggregate):
         period: Period
         anchor: datetime
         anchor_index: int
+        billed: bool  # False for a period that starts while paused
 
         def apply(self, sub: Subscription) -> None:
             sub.price = self.price
             sub.period = self.period
-            # A period that starts while paused is not billed.
-            sub.period_billed = sub.status in BILLED
+            sub.period_billed = self.billed
             sub.anchor = self.anchor
             sub.anchor_index = self.anchor_index
             sub.pending_price = None
@@ -138,11 +137,10 @@ class Subscription(LedgerAggregate):
         period: Period
         anchor: datetime
         anchor_index: int
+        billed: bool  # whether the (possibly new) current period is billed
 
         def apply(self, sub: Subscription) -> None:
-            if self.period.index != sub.period.index:
-                # A new cycle started now: it is billed (changes while paused wait).
-                sub.period_billed = True
+            sub.period_billed = self.billed
             sub.price = self.to_price
             sub.period = self.period
             sub.anchor = self.anchor
@@ -284,6 +282,8 @@ class Subscription(LedgerAggregate):
                     ),
                     anchor=anchor,
                     anchor_index=anchor_index,
+                    # A period that starts while paused is not billed.
+                    billed=self.status in BILLED,
                 )
             applied += 1
         return applied
@@ -337,6 +337,8 @@ class Subscription(LedgerAggregate):
             period=current,
             anchor=anchor,
             anchor_index=anchor_index,
+            # A new cycle is charged in full; the same period keeps what it was.
+            billed=current.index != self.period.index or self.period_billed,
         )
         return proration
 

@@ -9,7 +9,7 @@ import pytest
 
 from commands import schemas as s
 from commands.lifecycle import advance_subscription
-from ledger.errors import CannotChangeNowWhilePaused, NoScheduledCancel
+from ledger.errors import CannotChangeNowWhilePaused, NoScheduledCancel, NotFound
 from ledger.subscriptions import SubscriptionStatus
 from tests.integration.conftest import Shop
 
@@ -80,6 +80,21 @@ def test_a_refused_command_is_refused_again_when_redelivered(shop: Shop) -> None
         shop.send(s.RevokeCancel, **revoke)
     assert shop.ledger.subscription(sub_id).cancel_at is not None
     assert shop.ledger.event_counts_by_type()["CommandRecord.Rejected"] == 1
+
+
+def test_a_command_that_overtook_what_it_refers_to_succeeds_when_retried(shop: Shop) -> None:
+    customer_id = UUID("00000000-0000-4000-8000-000000000001")
+    start = {"command_id": "start-ann", "customer_id": customer_id, "plan_code": "basic"}
+    with pytest.raises(NotFound):
+        shop.send(s.StartSubscription, **start)
+    shop.send(
+        s.RegisterCustomer,
+        customer_id=customer_id,
+        email="ann@example.com",
+        name="Ann",
+        currency="EUR",
+    )
+    assert shop.send(s.StartSubscription, **start)["status"] == "active"
 
 
 def test_an_archived_plan_can_still_call_off_a_scheduled_downgrade(shop: Shop) -> None:

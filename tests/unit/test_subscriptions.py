@@ -412,6 +412,16 @@ def test_a_paused_subscription_brings_no_revenue_until_resumed() -> None:
     assert sub.mrr == eur(1000)
 
 
+def test_a_renewal_records_whether_its_period_is_billed() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    sub.pause(MID_APRIL)
+    sub.advance(utc(2025, 5, 15), can_pay=always)  # renews on 1 May while paused
+    sub.resume(utc(2025, 5, 20))
+    sub.advance(utc(2025, 6, 15), can_pay=always)  # renews on 1 June, active again
+    assert [e.billed for e in recorded(sub, Subscription.Renewed)] == [False, True]
+    assert sub.period_billed
+
+
 def test_only_an_active_subscription_pauses_and_only_a_paused_one_resumes() -> None:
     with pytest.raises(SubscriptionNotPausable, match="it is trialing"):
         subscribe(BASIC_WITH_TRIAL).pause(JAN_31 + timedelta(days=1))
