@@ -9,6 +9,9 @@ from psycopg import sql
 
 from commands.settings import Settings, persistence_env
 from ledger.application import Ledger
+from projections import all_projections
+from projections.database import Database, PostgresDatabase, SQLiteDatabase
+from projections.runner import Projector
 
 
 def prepare_storage(env: dict[str, str]) -> None:
@@ -42,3 +45,24 @@ def bootstrap(database_url: str | None = None) -> Ledger:
     env = persistence_env(database_url or Settings().database_url)
     prepare_storage(env)
     return Ledger(env=env)
+
+
+def projection_database(env: dict[str, str]) -> Database:
+    """The projections' connection: the event store's own database (and schema)."""
+    if env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite":
+        return SQLiteDatabase(env["SQLITE_DBNAME"])
+    return PostgresDatabase(
+        schema=env["POSTGRES_SCHEMA"],
+        dbname=env["POSTGRES_DBNAME"],
+        host=env["POSTGRES_HOST"],
+        port=env["POSTGRES_PORT"],
+        user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"],
+        connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
+    )
+
+
+def projector(ledger: Ledger, database_url: str | None = None) -> Projector:
+    """Every projection, on the database of ``database_url`` (as ``bootstrap`` reads it)."""
+    env = persistence_env(database_url or Settings().database_url)
+    return Projector(ledger, projection_database(env), all_projections())

@@ -7,7 +7,9 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
+from time import perf_counter
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -19,8 +21,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from commands.bootstrap import bootstrap
-from commands.demo import DemoReport, run_demo
+from commands import reports
+from commands.bootstrap import bootstrap, projector
+from commands.demo import DemoReport, project, run_demo
 from commands.dispatch import handle
 from commands.handlers import subscription_view
 from commands.schemas import parse_command
@@ -35,12 +38,21 @@ from ledger.catalog import Plan
 from ledger.clock import SystemClock
 from ledger.errors import DomainError
 from ledger.money import Money
+from projections import stats as revenue
+from projections.history import customer_history
+from projections.runner import Progress as Advance
+from projections.runner import Projector, UnknownProjection
 
 app = typer.Typer(
     help="subledger: an event-sourced subscription ledger.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+projections_app = typer.Typer(
+    help="Read models (SQL tables) kept from the event sequence: positions, rebuilds.",
+    no_args_is_help=True,
+)
+app.add_typer(projections_app, name="projections")
 console = Console()
 errors = Console(stderr=True)
 
@@ -54,6 +66,7 @@ DatabaseUrl = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+DAY = {"formats": ["%Y-%m-%d"], "show_default": False, "metavar": "YYYY-MM-DD"}
 
 
 def _print_json(data: Any) -> None:
@@ -77,6 +90,29 @@ def _ledger(database_url: str | None) -> Iterator[Ledger]:
         raise _fail("database_error", f"cannot use the database: {error}", 2) from None
 
 
+@contextmanager
+def _projector(database_url: str | None) -> Iterator[Projector]:
+    """The projections over the ledger, with the same errors as ``_ledger``."""
+    with _ledger(database_url) as ledger, projector(ledger, database_url) as projections:
+        yield projections
+
+
+@contextmanager
+def _progress(label: str, unit: str) -> Iterator[Advance]:
+    """A progress bar on stderr, and the callback that moves it (done, total)."""
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
 @app.command()
 def demo(
     customers: Annotated[int, typer.Option(min=1, help="Customers who sign up.")] = 300,
@@ -95,30 +131,18 @@ def demo(
     if url is None:
         url = DEFAULT_DEMO_DATABASE_URL
         Path(sqlite_path(url) or "").unlink(missing_ok=True)
-    with _ledger(url) as ledger:
+    with _ledger(url) as ledger, projector(ledger, url) as projections:
         if ledger.recorder.max_notification_id():
             raise _fail("database_not_empty", f"the demo needs an empty database, not {url}", 2)
         if as_json:
             report = run_demo(ledger, customers, months, seed)
+            project(report, projections)
             _print_json(report.as_json() | {"database_url": url})
             return
-        with Progress(
-            TextColumn("simulating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("days"),
-            TimeElapsedColumn(),
-            console=errors,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("days", total=None)
-            report = run_demo(
-                ledger,
-                customers,
-                months,
-                seed,
-                on_day=lambda day, days: progress.update(task, completed=day, total=days),
-            )
+        with _progress("simulating", "days") as advance:
+            report = run_demo(ledger, customers, months, seed, on_day=advance)
+        with _progress("projecting", "events") as advance:
+            project(report, projections, advance)
         _show_demo(report, url)
 
 
@@ -146,12 +170,19 @@ def _show_demo(report: DemoReport, url: str) -> None:
 
     _counts("Subscriptions", "status", report.subscriptions_by_status)
     _counts("Live by plan", "plan", report.subscriptions_by_plan)
-    mrr = {currency: Money(amount, currency) for currency, amount in report.mrr.items()}
-    _counts("MRR at the end", "currency", mrr, column="MRR")
     _counts("Events by type", "event", report.events_by_type)
     if report.rejections:
         _counts("Refused commands", "code", dict(sorted(report.rejections.items())))
-    console.print(f"Explore it: .venv/bin/subledger catalog --database-url {url}", soft_wrap=True)
+    whole = list(report.revenue.values())
+    reports.movements(console, whole, f"MRR movements, {report.started:%Y-%m-%d} to the end")
+    recent = list(report.recent.values())
+    if recent:
+        last = recent[0]
+        reports.headline(console, recent, f"Revenue, {last.start} to {last.end} (last 30 days)")
+    for command in ("stats", "projections status", "catalog"):
+        console.print(
+            f"Explore it: .venv/bin/subledger {command} --database-url {url}", soft_wrap=True
+        )
 
 
 @app.command()
@@ -246,3 +277,124 @@ def subscription(
         except DomainError as refusal:
             raise _fail(refusal.code, str(refusal)) from None
     _print_json(subscription_view(sub))
+
+
+@app.command()
+def stats(
+    start: Annotated[
+        datetime | None,
+        typer.Option("--from", help="First day (default: 30 days up to --to).", **DAY),
+    ] = None,
+    end: Annotated[
+        datetime | None,
+        typer.Option("--to", help="Last day (default: the last day with events).", **DAY),
+    ] = None,
+    currency: Annotated[
+        str | None, typer.Option(help="One currency (default: each one).", show_default=False)
+    ] = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Revenue figures: MRR, ARR, MRR movements, churn, ARPU, LTV, NRR, trials.
+
+    Levels (MRR, customers) are at the end of --to; movements and rates are over --from
+    to --to, both days included (UTC). Brings the projections up to date first. Amounts
+    in JSON are in minor units; docs/metrics.md defines every figure.
+    """
+    with _projector(database_url) as projections:
+        projections.catch_up()
+        db = projections.database
+        try:
+            to_day = end.date() if end else revenue.last_day(db)
+        except revenue.NoRevenueData as error:
+            raise _fail("no_data", str(error)) from None
+        from_day = start.date() if start else to_day - timedelta(days=revenue.DEFAULT_DAYS - 1)
+        if to_day < from_day:
+            raise _fail("invalid_range", f"--to {to_day} is before --from {from_day}", 2)
+        known = revenue.currencies(db)
+        chosen = [currency.upper()] if currency else known
+        if currency and currency.upper() not in known:
+            raise _fail("unknown_currency", f"no revenue in {currency}; there is: {known}", 2)
+        figures = [revenue.figures(db, c, from_day, to_day) for c in chosen]
+        by_month = {c: revenue.months(db, c, from_day, to_day) for c in chosen}
+    if as_json:
+        _print_json(
+            {
+                "from": from_day.isoformat(),
+                "to": to_day.isoformat(),
+                "currencies": {
+                    f.currency: f.as_json()
+                    | {
+                        "months": [
+                            m.as_json() | {"month": f"{m.start:%Y-%m}"}
+                            for m in by_month[f.currency]
+                        ]
+                    }
+                    for f in figures
+                },
+            }
+        )
+        return
+    reports.headline(console, figures, f"Revenue, {from_day} to {to_day}")
+    reports.movements(console, figures, f"MRR movements, {from_day} to {to_day}")
+    reports.subscribers(console, figures)
+    for c, month_figures in by_month.items():
+        reports.months(console, c, month_figures)
+
+
+@app.command()
+def history(
+    customer_id: Annotated[UUID, typer.Argument(help="The customer's id.")],
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """A customer's transaction history: signups, trials, plan changes (with proration),
+    renewals, pauses, cancellations, payment methods, in order. Brings the projections up
+    to date first."""
+    with _projector(database_url) as projections:
+        projections.catch_up()
+        lines = customer_history(projections.database, customer_id)
+    if not lines:
+        raise _fail("not_found", f"no customer {customer_id}")
+    if as_json:
+        _print_json(
+            {"customer_id": str(customer_id), "history": [line.as_json() for line in lines]}
+        )
+        return
+    reports.history(console, str(customer_id), lines)
+
+
+@projections_app.command("status")
+def projections_status(database_url: DatabaseUrl = None, as_json: AsJson = False) -> None:
+    """Each projection's position in the event sequence, its lag and its state."""
+    with _projector(database_url) as projections:
+        statuses = projections.status()
+    if as_json:
+        _print_json([s.as_json() for s in statuses])
+        return
+    reports.positions(console, statuses)
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="subscriptions, history or revenue (default: all).", show_default=False
+        ),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Drop a projection's tables (all projections by default) and replay every event."""
+    with _projector(database_url) as projections:
+        began = perf_counter()
+        try:
+            with _progress("rebuilding", "events") as advance:
+                read = projections.rebuild([name] if name else [], advance)
+        except UnknownProjection as error:
+            raise _fail("unknown_projection", str(error), 2) from None
+        seconds = perf_counter() - began
+        statuses = projections.status()
+    rate = f"{read / seconds:,.0f} events/s" if seconds else ""
+    errors.print(f"rebuilt {name or 'every projection'}: {read:,} events in {seconds:.1f} s {rate}")
+    reports.positions(console, statuses)

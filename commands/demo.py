@@ -25,6 +25,9 @@ from ledger.calendar import Interval, IntervalUnit, boundary
 from ledger.clock import SimulatedClock
 from ledger.errors import DomainError
 from ledger.subscriptions import Subscription, SubscriptionStatus
+from projections import stats
+from projections.runner import Progress, Projector
+from projections.stats import Figures
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 CURRENCIES = {"EUR": 0.6, "USD": 0.4}
@@ -57,7 +60,9 @@ class DemoReport:
     customers: int = 0
     subscriptions_by_status: dict[str, int] = field(default_factory=dict)
     subscriptions_by_plan: dict[str, int] = field(default_factory=dict)
-    mrr: dict[str, int] = field(default_factory=dict)
+    # From the revenue projection, per currency: over the whole demo, and its last days.
+    revenue: dict[str, Figures] = field(default_factory=dict)
+    recent: dict[str, Figures] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -71,7 +76,10 @@ class DemoReport:
             "subscriptions": sum(self.subscriptions_by_status.values()),
             "subscriptions_by_status": self.subscriptions_by_status,
             "live_subscriptions_by_plan": self.subscriptions_by_plan,
-            "mrr": self.mrr,
+            "mrr": {currency: figures.mrr for currency, figures in self.revenue.items()},
+            "mrr_movements": {
+                currency: figures.movements.as_json() for currency, figures in self.revenue.items()
+            },
             "commands": self.commands,
             "redeliveries": self.redeliveries,
             "events_added_by_redeliveries": self.redelivery_events,
@@ -242,15 +250,12 @@ class Business:
         self.advance_due()
         statuses: Counter[str] = Counter()
         plans: Counter[str] = Counter()
-        mrr: Counter[str] = Counter()
         for sub in self.subscriptions.values():
             statuses[sub.status.value] += 1
             if not sub.is_ended:
                 plans[sub.price.plan_code] += 1
-            mrr[sub.price.currency] += sub.mrr.amount
         report.subscriptions_by_status = dict(sorted(statuses.items()))
         report.subscriptions_by_plan = dict(sorted(plans.items()))
-        report.mrr = dict(sorted(mrr.items()))
         report.events_by_type = dict(sorted(self.ledger.event_counts_by_type().items()))
         report.events = sum(report.events_by_type.values())
         return report
@@ -274,3 +279,15 @@ def run_demo(
         if on_day is not None:
             on_day(day + 1, days)
     return business.finish()
+
+
+def project(report: DemoReport, projector: Projector, progress: Progress | None = None) -> None:
+    """Brings the projections up to date, then reads the revenue figures of the demo from
+    them: over the whole simulation, and over its last days (rates need a paying start)."""
+    projector.catch_up(progress)
+    db = projector.database
+    start, end = report.started.date(), report.ended.date()
+    recent_start, recent_end = stats.default_range(db)
+    for currency in stats.currencies(db):
+        report.revenue[currency] = stats.figures(db, currency, start, end)
+        report.recent[currency] = stats.figures(db, currency, recent_start, recent_end)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
+from functools import cache
 from typing import TYPE_CHECKING
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -48,6 +49,17 @@ class Price:
     def monthly_amount(self) -> Fraction:
         """The price normalised to one month, in minor units (exact)."""
         return Fraction(self.amount.amount) / self.interval.months
+
+    @property
+    def mrr(self) -> Money:
+        """What the price adds to monthly recurring revenue while billed: the monthly
+        amount rounded once, half to even, so that MRR figures are sums of integers."""
+        return normalised_to_month(self.amount, self.interval)
+
+
+@cache  # a few prices, normalised for every event that carries one
+def normalised_to_month(amount: Money, interval: Interval) -> Money:
+    return amount.scaled(1 / interval.months)
 
 
 def price_id(plan_code: str, interval: Interval, currency: str, version: int) -> str:

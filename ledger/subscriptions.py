@@ -238,9 +238,7 @@ class Subscription(Aggregate):
     @property
     def mrr(self) -> Money:
         """Monthly recurring revenue: the price normalised to a month, while billed."""
-        if self.status not in BILLED:
-            return Money.zero(self.price.currency)
-        return self.price.amount.scaled(1 / self.price.interval.months)
+        return self.price.mrr if self.status in BILLED else self._zero
 
     # Commands
 

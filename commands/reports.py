@@ -1,0 +1,128 @@
+"""Rich tables for what the projections answer: revenue figures, histories, positions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+
+from rich.console import Console
+from rich.table import Table
+
+from ledger.money import Money
+from projections.history import HistoryLine
+from projections.runner import Status
+from projections.stats import Figures
+
+
+def _money(amount: int | Fraction | None, currency: str) -> str:
+    return "n/a" if amount is None else str(Money(round(amount), currency))
+
+
+def _percent(rate: Fraction | None) -> str:
+    return "n/a" if rate is None else f"{float(rate) * 100:.2f}%"
+
+
+def headline(console: Console, figures: Sequence[Figures], title: str) -> None:
+    """One column per currency: the levels at the end of the range and the rates over it."""
+    table = Table(title=title)
+    table.add_column("")
+    for f in figures:
+        table.add_column(f.currency, justify="right")
+    rows: list[tuple[str, list[str]]] = [
+        ("MRR", [_money(f.mrr, f.currency) for f in figures]),
+        ("ARR", [_money(f.arr, f.currency) for f in figures]),
+        ("paying customers", [str(f.paying_customers) for f in figures]),
+        ("customers", [str(f.customers) for f in figures]),
+        ("ARPU", [_money(f.arpu, f.currency) for f in figures]),
+        ("LTV", [_money(f.ltv, f.currency) for f in figures]),
+        ("customer churn rate", [_percent(f.customer_churn_rate) for f in figures]),
+        ("revenue churn rate", [_percent(f.revenue_churn_rate) for f in figures]),
+        ("net revenue retention", [_percent(f.net_revenue_retention) for f in figures]),
+        ("trials started", [str(f.trials_started) for f in figures]),
+        ("trial conversion", [_percent(f.trial_conversion_rate) for f in figures]),
+    ]
+    for label, values in rows:
+        table.add_row(label, *values)
+    console.print(table)
+
+
+def movements(console: Console, figures: Sequence[Figures], title: str) -> None:
+    """The MRR bridge: MRR at the start, each movement, MRR at the end."""
+    table = Table(title=title)
+    table.add_column("")
+    for f in figures:
+        table.add_column(f.currency, justify="right")
+
+    def row(label: str, amounts: list[int], sign: str = "") -> None:
+        table.add_row(
+            label,
+            *(f"{sign}{_money(a, f.currency)}" for a, f in zip(amounts, figures, strict=True)),
+        )
+
+    row("MRR at start", [f.mrr_at_start for f in figures])
+    row("new", [f.movements.new for f in figures], "+")
+    row("expansion", [f.movements.expansion for f in figures], "+")
+    row("contraction", [f.movements.contraction for f in figures], "-")
+    row("churn", [f.movements.churn for f in figures], "-")
+    row("reactivation", [f.movements.reactivation for f in figures], "+")
+    row("MRR at end", [f.mrr for f in figures])
+    console.print(table)
+
+
+def subscribers(console: Console, figures: Sequence[Figures]) -> None:
+    table = Table(title="Subscribers by plan and status, at the end")
+    for column in ("currency", "plan", "status", "subscribers", "MRR"):
+        table.add_column(column, justify="right" if column in ("subscribers", "MRR") else "left")
+    for f in figures:
+        for line in f.subscribers:
+            table.add_row(
+                f.currency,
+                line.plan_code,
+                line.status,
+                str(line.subscribers),
+                _money(line.mrr, f.currency),
+            )
+    console.print(table)
+
+
+def months(console: Console, currency: str, figures: Sequence[Figures]) -> None:
+    table = Table(title=f"By month, {currency}")
+    columns = ("month", "MRR at end", "new", "expansion", "contraction", "churn")
+    for column in (*columns, "reactivation", "paying", "customer churn"):
+        table.add_column(column, justify="left" if column == "month" else "right")
+    for f in figures:
+        m = f.movements
+        table.add_row(
+            f"{f.start:%Y-%m}",
+            _money(f.mrr, currency),
+            *(_money(a, currency) for a in (m.new, m.expansion, m.contraction, m.churn)),
+            _money(m.reactivation, currency),
+            str(f.paying_customers),
+            _percent(f.customer_churn_rate),
+        )
+    console.print(table)
+
+
+def history(console: Console, customer: str, lines: Sequence[HistoryLine]) -> None:
+    table = Table(title=f"History of customer {customer}")
+    for column in ("when", "what", "amount", "details"):
+        table.add_column(column, justify="right" if column == "amount" else "left")
+    for line in lines:
+        amount = (
+            ""
+            if line.amount is None or line.currency is None
+            else _money(line.amount, line.currency)
+        )
+        table.add_row(f"{line.occurred_at:%Y-%m-%d %H:%M}", line.kind, amount, line.description)
+    console.print(table)
+
+
+def positions(console: Console, statuses: Sequence[Status]) -> None:
+    table = Table(title="Projections")
+    for column in ("projection", "version", "position", "head", "lag", "state"):
+        table.add_column(column, justify="left" if column in ("projection", "state") else "right")
+    for s in statuses:
+        stored = "-" if s.stored_version is None else str(s.stored_version)
+        version = str(s.version) if stored == str(s.version) else f"{stored} -> {s.version}"
+        table.add_row(s.name, version, str(s.position), str(s.head), str(s.lag), s.state)
+    console.print(table)

@@ -1,0 +1,354 @@
+"""``transaction_history``: per customer, every event of their account, in order, with
+its timestamp and amounts; one row per event, keyed by its position in the sequence.
+
+Subscription events do not name their customer after ``Started``, so the projection keeps
+``history_subscriptions`` (subscription -> customer) for itself. Personal data (names,
+emails) stays out of this table: the history says that the contact changed, not to what.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from ledger.catalog import Price
+from ledger.customers import Customer
+from ledger.subscriptions import Subscription
+from projections.database import Database, Transaction, select_in
+from projections.projection import Positioned, Projection
+from projections.values import (
+    instant,
+    maybe_instant,
+    read_instant,
+    read_int,
+    read_maybe_instant,
+    read_uuid,
+)
+
+
+@dataclass
+class Entry:
+    """One line of a customer's history (amounts in minor units of ``currency``)."""
+
+    kind: str
+    description: str
+    subscription_id: str | None = None
+    price_id: str | None = None
+    previous_price_id: str | None = None
+    currency: str | None = None
+    amount: int | None = None
+    proration_credit: int | None = None
+    proration_charge: int | None = None
+    effective_at: datetime | None = None
+
+
+COLUMNS = (
+    "position",
+    "customer_id",
+    "occurred_at",
+    "kind",
+    "description",
+    "subscription_id",
+    "price_id",
+    "previous_price_id",
+    "currency",
+    "amount",
+    "proration_credit",
+    "proration_charge",
+    "effective_at",
+)
+INSERT = f"INSERT INTO transaction_history ({', '.join(COLUMNS)})"
+
+
+def _customer_entry(event: Any) -> Entry:
+    if isinstance(event, Customer.Registered):
+        return Entry("customer.registered", f"Registered, paying in {event.currency}")
+    if isinstance(event, Customer.ContactChanged):
+        return Entry("customer.contact_changed", "Contact details changed")
+    if isinstance(event, Customer.PaymentMethodAdded):
+        method = event.method
+        default = " (default)" if event.is_default else ""
+        return Entry(
+            "customer.payment_method_added",
+            f"Payment method {method.brand} ending {method.last4} added "
+            f"via {method.gateway}{default}",
+        )
+    if isinstance(event, Customer.DefaultPaymentMethodSwitched):
+        return Entry(
+            "customer.default_payment_method_switched",
+            f"Default payment method is now {event.payment_method_id}",
+        )
+    assert isinstance(event, Customer.CreditAdjusted)
+    return Entry(
+        "customer.credit_adjusted",
+        f"Account credit {'+' if event.amount.amount >= 0 else ''}{event.amount!s}"
+        f" ({event.reason})",
+        currency=event.amount.currency,
+        amount=event.amount.amount,
+    )
+
+
+def _priced(kind: str, description: str, price: Price, amount: int | None = None) -> Entry:
+    return Entry(kind, description, price_id=price.id, currency=price.currency, amount=amount)
+
+
+def _subscription_entry(event: Any) -> Entry:
+    if isinstance(event, Subscription.Started):
+        if event.trial_end is not None:
+            return _priced(
+                "subscription.trial_started",
+                f"Signed up to {event.price.id} with a trial until {event.trial_end:%Y-%m-%d}",
+                event.price,
+            )
+        return _priced(
+            "subscription.started",
+            f"Signed up to {event.price.id}: {event.price.amount!s} per {event.price.interval}",
+            event.price,
+            event.price.amount.amount,
+        )
+    if isinstance(event, Subscription.TrialEnded):
+        if event.converted:
+            return _priced(
+                "subscription.trial_converted",
+                f"Trial converted to {event.price.id}: {event.price.amount!s}",
+                event.price,
+                event.price.amount.amount,
+            )
+        return _priced(
+            "subscription.trial_expired",
+            "Trial ended without a payment method",
+            event.price,
+            0,
+        )
+    if isinstance(event, Subscription.Renewed):
+        if event.billed:
+            return _priced(
+                "subscription.renewed",
+                f"Renewed {event.price.id}: {event.price.amount!s}",
+                event.price,
+                event.price.amount.amount,
+            )
+        return _priced(
+            "subscription.renewed",
+            f"New period of {event.price.id}, not billed while paused",
+            event.price,
+            0,
+        )
+    if isinstance(event, Subscription.PlanChanged):
+        net = event.charge - event.credit
+        entry = _priced(
+            "subscription.plan_changed",
+            f"Changed from {event.from_price.id} to {event.to_price.id}: "
+            f"credit {event.credit!s}, charge {event.charge!s}",
+            event.to_price,
+            net.amount,
+        )
+        entry.previous_price_id = event.from_price.id
+        entry.proration_credit = event.credit.amount
+        entry.proration_charge = event.charge.amount
+        return entry
+    if isinstance(event, Subscription.ChangeScheduled):
+        entry = _priced(
+            "subscription.change_scheduled",
+            f"Change to {event.to_price.id} scheduled for {event.effective_at:%Y-%m-%d}",
+            event.to_price,
+        )
+        entry.effective_at = event.effective_at
+        return entry
+    if isinstance(event, Subscription.ScheduledChangeCanceled):
+        return Entry("subscription.scheduled_change_canceled", "Scheduled plan change called off")
+    if isinstance(event, Subscription.CancelScheduled):
+        when = "at period end" if event.at_period_end else "on a date"
+        return Entry(
+            "subscription.cancel_scheduled",
+            f"Cancellation scheduled {when}: {event.cancel_at:%Y-%m-%d}",
+            effective_at=event.cancel_at,
+        )
+    if isinstance(event, Subscription.CancelRevoked):
+        return Entry("subscription.cancel_revoked", "Scheduled cancellation revoked")
+    if isinstance(event, Subscription.Canceled):
+        how = "as scheduled" if event.scheduled else "at once"
+        refund = f", refund {event.refund!s}" if event.refund.amount else ""
+        return Entry(
+            "subscription.canceled",
+            f"Canceled {how}{refund}",
+            currency=event.refund.currency,
+            amount=event.refund.amount,
+        )
+    if isinstance(event, Subscription.Paused):
+        return Entry("subscription.paused", "Paused: periods are not billed")
+    assert isinstance(event, Subscription.Resumed)
+    return Entry("subscription.resumed", "Resumed")
+
+
+CUSTOMER_EVENTS = frozenset(
+    {
+        Customer.Registered,
+        Customer.ContactChanged,
+        Customer.PaymentMethodAdded,
+        Customer.DefaultPaymentMethodSwitched,
+        Customer.CreditAdjusted,
+    }
+)
+
+
+class TransactionHistory(Projection):
+    name = "history"
+    version = 1
+    tables = ("transaction_history", "history_subscriptions")
+    schema = (
+        """CREATE TABLE transaction_history (
+            position BIGINT PRIMARY KEY,
+            customer_id UUID NOT NULL,
+            occurred_at TIMESTAMPTZ NOT NULL,
+            kind TEXT NOT NULL,
+            description TEXT NOT NULL,
+            subscription_id UUID,
+            price_id TEXT,
+            previous_price_id TEXT,
+            currency TEXT,
+            amount BIGINT,
+            proration_credit BIGINT,
+            proration_charge BIGINT,
+            effective_at TIMESTAMPTZ
+        )""",
+        "CREATE INDEX transaction_history_customer "
+        "ON transaction_history (customer_id, occurred_at, position)",
+        """CREATE TABLE history_subscriptions (
+            subscription_id UUID PRIMARY KEY,
+            customer_id UUID NOT NULL
+        )""",
+    )
+    handles = CUSTOMER_EVENTS | {
+        Subscription.Started,
+        Subscription.TrialEnded,
+        Subscription.Renewed,
+        Subscription.PlanChanged,
+        Subscription.ChangeScheduled,
+        Subscription.ScheduledChangeCanceled,
+        Subscription.CancelScheduled,
+        Subscription.CancelRevoked,
+        Subscription.Canceled,
+        Subscription.Paused,
+        Subscription.Resumed,
+    }
+
+    def process(self, tx: Transaction, events: Sequence[Positioned]) -> None:
+        owners = self._owners(tx, events)
+        started: list[tuple[str, str]] = []
+        rows = []
+        for position, event in events:
+            if type(event) in CUSTOMER_EVENTS:
+                customer_id = str(event.originator_id)
+                entry = _customer_entry(event)
+            else:
+                if isinstance(event, Subscription.Started):
+                    owners[event.originator_id] = str(event.customer_id)
+                    started.append((str(event.originator_id), owners[event.originator_id]))
+                customer_id = owners[event.originator_id]
+                entry = _subscription_entry(event)
+                entry.subscription_id = str(event.originator_id)
+            rows.append(
+                (
+                    position,
+                    customer_id,
+                    instant(event.timestamp),
+                    entry.kind,
+                    entry.description,
+                    entry.subscription_id,
+                    entry.price_id,
+                    entry.previous_price_id,
+                    entry.currency,
+                    entry.amount,
+                    entry.proration_credit,
+                    entry.proration_charge,
+                    maybe_instant(entry.effective_at),
+                )
+            )
+        tx.insert_rows("INSERT INTO history_subscriptions (subscription_id, customer_id)", started)
+        tx.insert_rows(INSERT, rows)
+
+    def _owners(self, tx: Transaction, events: Sequence[Positioned]) -> dict[UUID, str]:
+        """Subscription -> customer, for the subscriptions the batch did not start."""
+        started = {e.originator_id for _, e in events if isinstance(e, Subscription.Started)}
+        subscriptions = {e.originator_id for _, e in events if type(e) not in CUSTOMER_EVENTS}
+        wanted = [str(key) for key in subscriptions - started]
+        select = "SELECT subscription_id, customer_id FROM history_subscriptions"
+        return {
+            read_uuid(subscription_id): str(customer_id)
+            for subscription_id, customer_id in select_in(tx, select, "subscription_id", wanted)
+        }
+
+
+@dataclass(frozen=True)
+class HistoryLine:
+    position: int
+    occurred_at: datetime
+    kind: str
+    description: str
+    subscription_id: UUID | None
+    price_id: str | None
+    previous_price_id: str | None
+    currency: str | None
+    amount: int | None
+    proration_credit: int | None
+    proration_charge: int | None
+    effective_at: datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "occurred_at": self.occurred_at.isoformat(),
+            "kind": self.kind,
+            "description": self.description,
+            "subscription_id": None if self.subscription_id is None else str(self.subscription_id),
+            "price_id": self.price_id,
+            "previous_price_id": self.previous_price_id,
+            "currency": self.currency,
+            "amount": self.amount,
+            "proration_credit": self.proration_credit,
+            "proration_charge": self.proration_charge,
+            "effective_at": None if self.effective_at is None else self.effective_at.isoformat(),
+        }
+
+
+def customer_history(db: Database, customer_id: UUID) -> list[HistoryLine]:
+    """The customer's lines in the order things happened (then in the order recorded)."""
+    rows = db.query(
+        f"SELECT {', '.join(c for c in COLUMNS if c != 'customer_id')} FROM transaction_history "
+        "WHERE customer_id = ? ORDER BY occurred_at, position",
+        (str(customer_id),),
+    )
+    return [
+        HistoryLine(
+            position=read_int(position),
+            occurred_at=read_instant(occurred_at),
+            kind=kind,
+            description=description,
+            subscription_id=None if subscription is None else read_uuid(subscription),
+            price_id=price_id,
+            previous_price_id=previous_price_id,
+            currency=currency,
+            amount=None if amount is None else read_int(amount),
+            proration_credit=None if credit is None else read_int(credit),
+            proration_charge=None if charge is None else read_int(charge),
+            effective_at=read_maybe_instant(effective_at),
+        )
+        for (
+            position,
+            occurred_at,
+            kind,
+            description,
+            subscription,
+            price_id,
+            previous_price_id,
+            currency,
+            amount,
+            credit,
+            charge,
+            effective_at,
+        ) in rows
+    ]

@@ -1,0 +1,53 @@
+"""Values to and from projection tables, the same way on PostgreSQL and SQLite.
+
+Written as text (ISO 8601 instants and days, UUIDs) or integers; read back from either
+backend's types (see ``projections.database``).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+
+def instant(value: datetime) -> str:
+    return value.isoformat()
+
+
+def maybe_instant(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def param(value: Any) -> Any:
+    """A value as a parameter: instants and UUIDs as text, others as they are."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    return value
+
+
+def read_instant(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def read_maybe_instant(value: Any) -> datetime | None:
+    return None if value is None else read_instant(value)
+
+
+def read_day(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(value)
+
+
+def read_uuid(value: Any) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
+
+
+def read_int(value: Any) -> int:
+    """An integer column or a SUM of one (``Decimal`` on PostgreSQL, ``None`` over no rows)."""
+    return 0 if value is None else int(value)
+
+
+def read_bool(value: Any) -> bool:
+    return bool(value)
