@@ -2,8 +2,8 @@
 
 A simulated clock walks day by day. Customers sign up (some with a trial, some with a
 card, a few first sending a raw card number, which is refused), trials convert or lapse,
-subscribers upgrade, downgrade, pause, resume and cancel in all three ways, and the clock
-renews what is due. Five in a hundred commands are delivered twice, as a bus may do:
+subscribers upgrade, downgrade, pause (some until a date), resume and cancel in all
+three ways, and the clock renews what is due. Five in a hundred commands are delivered twice, as a bus may do:
 the ledger must not change on the second delivery. The same seed gives the same ledger.
 """
 
@@ -217,8 +217,10 @@ class Business:
         codes = [code for code, *_ in CATALOG]
         rank = codes.index(sub.price.plan_code)
         cancel_on = self.clock.now() + timedelta(days=5 + int(roll * 1e9) % 56)
+        resume_on = self.clock.now() + timedelta(days=14 + int(roll * 1e9) % 42)
         choices: list[tuple[float, type[s.Command], dict[str, Any]]] = [
             (P_PAUSE, s.PauseSubscription, {}),
+            (P_PAUSE, s.PauseSubscription, {"resume_at": resume_on}),
             (P_CANCEL_END, s.CancelSubscription, {"when": "period_end"}),
             (P_CANCEL_NOW, s.CancelSubscription, {"when": "now", "refund_unused": True}),
             (P_CANCEL_DATE, s.CancelSubscription, {"when": "date", "cancel_at": cancel_on}),

@@ -56,6 +56,7 @@ def subscription_view(sub: Subscription) -> dict[str, Any]:
         "period_end": sub.period.end.isoformat(),
         "trial_end": sub.trial_end.isoformat() if sub.trial_end else None,
         "cancel_at": sub.cancel_at.isoformat() if sub.cancel_at else None,
+        "resume_at": sub.resume_at.isoformat() if sub.resume_at else None,
         "scheduled_price_id": sub.pending_price.id if sub.pending_price else None,
         "mrr": money_view(sub.mrr),
     }
@@ -203,7 +204,7 @@ def revoke_cancel(cmd: s.RevokeCancel, ledger: Ledger, now: datetime) -> Outcome
 
 def pause_subscription(cmd: s.PauseSubscription, ledger: Ledger, now: datetime) -> Outcome:
     sub, _, now = current_subscription(ledger, cmd.subscription_id, now)
-    sub.pause(now)
+    sub.pause(now, cmd.resume_at)
     return Outcome(subscription_view(sub), (sub,))
 
 

@@ -139,8 +139,11 @@ class RevokeCancel(Command):
 
 
 class PauseSubscription(Command):
+    """Pause now; with ``resume_at``, it resumes on its own at that instant."""
+
     type: Literal["pause_subscription"] = "pause_subscription"
     subscription_id: UUID
+    resume_at: AwareDatetime | None = None
 
 
 class ResumeSubscription(Command):

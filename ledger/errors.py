@@ -121,6 +121,10 @@ class CancelDateNotInFuture(InvalidTransition):
     code = "cancel_date_not_in_future"
 
 
+class ResumeDateNotInFuture(InvalidTransition):
+    code = "resume_date_not_in_future"
+
+
 class CannotChangeNowWhilePaused(InvalidTransition):
     code = "cannot_change_now_while_paused"
 

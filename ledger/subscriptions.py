@@ -1,10 +1,11 @@
 """Subscriptions: the state machine of one customer's subscription to one price.
 
 ``trialing -> active -> canceled``; ``trialing -> expired`` when a trial ends without a
-payment method; ``active <-> paused``; ``past_due`` is for dunning (a failed renewal).
+payment method; ``active <-> paused`` (a pause may name the day it resumes);
+``past_due`` is for dunning (a failed renewal).
 Periods are numbered from the billing anchor; the trial, when there is one, is period -1
-and the anchor is the trial's end. Due transitions (trial end, renewal, scheduled cancel)
-are applied by ``advance`` at the instant they fell due, and every command first advances
+and the anchor is the trial's end. Due transitions (trial end, renewal, scheduled cancel or
+resume) are applied by ``advance`` at the instant they fell due, and every command first advances
 the subscription, so the history is always in time order.
 """
 
@@ -27,6 +28,7 @@ from ledger.errors import (
     CurrencyMismatch,
     InvalidTrial,
     NoScheduledCancel,
+    ResumeDateNotInFuture,
     SamePrice,
     SubscriptionAlreadyCanceled,
     SubscriptionEnded,
@@ -59,6 +61,9 @@ class ChangeTiming(StrEnum):
 
 
 class Subscription(Aggregate):
+    # Version 2 added ``resume_at``: snapshots of version 1 are upcast on loading.
+    class_version = 2
+
     # State set by the events' apply(); under TYPE_CHECKING because eventsourcing would
     # turn class annotations into constructor fields.
     if TYPE_CHECKING:
@@ -73,7 +78,12 @@ class Subscription(Aggregate):
         cancel_at: datetime | None
         cancels_at_period_end: bool
         pending_price: Price | None
+        resume_at: datetime | None
         ended_at: datetime | None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, object]) -> None:
+        state["resume_at"] = None
 
     class Started(Aggregate.Created):
         customer_id: UUID
@@ -94,6 +104,7 @@ class Subscription(Aggregate):
             sub.cancel_at = None
             sub.cancels_at_period_end = False
             sub.pending_price = None
+            sub.resume_at = None
             sub.ended_at = None
 
     class TrialEnded(Aggregate.Event):
@@ -113,6 +124,7 @@ class Subscription(Aggregate):
                 sub.ended_at = self.timestamp
                 sub.cancel_at = None
                 sub.cancels_at_period_end = False
+                sub.resume_at = None
 
     class Renewed(Aggregate.Event):
         price: Price
@@ -184,14 +196,22 @@ class Subscription(Aggregate):
             sub.cancel_at = None
             sub.cancels_at_period_end = False
             sub.pending_price = None
+            sub.resume_at = None
 
     class Paused(Aggregate.Event):
         def apply(self, sub: Subscription) -> None:
             sub.status = SubscriptionStatus.PAUSED
 
+    class ResumeScheduled(Aggregate.Event):
+        resume_at: datetime
+
+        def apply(self, sub: Subscription) -> None:
+            sub.resume_at = self.resume_at
+
     class Resumed(Aggregate.Event):
         def apply(self, sub: Subscription) -> None:
             sub.status = SubscriptionStatus.ACTIVE
+            sub.resume_at = None
 
     @classmethod
     def start(
@@ -231,9 +251,7 @@ class Subscription(Aggregate):
         """The next instant at which something happens on its own, if any."""
         if self.is_ended:
             return None
-        if self.cancel_at is not None:
-            return min(self.cancel_at, self.period.end)
-        return self.period.end
+        return min(at for at in (self.period.end, self.cancel_at, self.resume_at) if at)
 
     @property
     def mrr(self) -> Money:
@@ -251,10 +269,13 @@ class Subscription(Aggregate):
         """
         applied = 0
         while (due := self.due_at) is not None and due <= now:
-            if self.cancel_at is not None and self.cancel_at <= self.period.end:
+            if self.cancel_at == due:
                 self.trigger_event(
                     self.Canceled, timestamp=self.cancel_at, refund=self._zero, scheduled=True
                 )
+            elif self.resume_at == due:
+                # Before a renewal at the same instant, so that the new period is billed.
+                self.trigger_event(self.Resumed, timestamp=due)
             elif self.status is SubscriptionStatus.TRIALING:
                 price = self.pending_price or self.price
                 self.trigger_event(
@@ -400,14 +421,23 @@ class Subscription(Aggregate):
             raise NoScheduledCancel("the subscription has no scheduled cancellation to revoke")
         self.trigger_event(self.CancelRevoked, timestamp=at)
 
-    def pause(self, at: datetime) -> None:
-        """Pauses collection: the calendar runs on, periods are not billed, MRR is 0."""
+    def pause(self, at: datetime, resume_at: datetime | None = None) -> None:
+        """Pauses collection: the calendar runs on, periods are not billed, MRR is 0.
+        With ``resume_at``, it resumes on its own then."""
         self._ensure_not_ended("pause")
         if self.status is not SubscriptionStatus.ACTIVE:
             raise SubscriptionNotPausable(
                 f"only an active subscription can pause (it is {self.status.value})"
             )
+        if resume_at is not None:
+            resume_at = ensure_utc(resume_at)
+            if resume_at <= at:
+                raise ResumeDateNotInFuture(
+                    f"resume date {resume_at.isoformat()} is not after now ({at.isoformat()})"
+                )
         self.trigger_event(self.Paused, timestamp=at)
+        if resume_at is not None:
+            self.trigger_event(self.ResumeScheduled, timestamp=at, resume_at=resume_at)
 
     def resume(self, at: datetime) -> None:
         self._ensure_not_ended("resume")

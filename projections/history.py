@@ -180,6 +180,12 @@ def _subscription_entry(event: Any) -> Entry:
         )
     if isinstance(event, Subscription.Paused):
         return Entry("subscription.paused", "Paused: periods are not billed")
+    if isinstance(event, Subscription.ResumeScheduled):
+        return Entry(
+            "subscription.resume_scheduled",
+            f"Resume scheduled for {event.resume_at:%Y-%m-%d}",
+            effective_at=event.resume_at,
+        )
     assert isinstance(event, Subscription.Resumed)
     return Entry("subscription.resumed", "Resumed")
 
@@ -233,6 +239,7 @@ class TransactionHistory(Projection):
         Subscription.CancelRevoked,
         Subscription.Canceled,
         Subscription.Paused,
+        Subscription.ResumeScheduled,
         Subscription.Resumed,
     }
 

@@ -1,6 +1,6 @@
 """``current_subscriptions``: one row per subscription as it stands; ``due_work``: what
-falls due when (trial ends, renewals, scheduled plan changes and cancellations), which the
-billing clock reads.
+falls due when (trial ends, renewals, scheduled plan changes, cancellations and resumes),
+which the billing clock reads.
 
 A batch loads the rows its events touch, applies the events in memory, then writes each
 touched row once: a subscription renewed twelve times in a batch costs one upsert.
@@ -55,6 +55,7 @@ class SubscriptionRow:
     pending_price_id: str | None
     cancel_at: datetime | None
     cancel_at_period_end: bool
+    resume_at: datetime | None
     ended_at: datetime | None
     mrr: int
     updated_at: datetime
@@ -81,18 +82,20 @@ class SubscriptionRow:
         )
 
     def due(self) -> Iterator[tuple[str, datetime, str]]:
-        """(kind, instant, price id) of what falls due, in the order ``advance`` applies it:
-        a cancellation at or before the period's end comes first and ends everything."""
+        """(kind, instant, price id) of what falls due, as ``advance`` applies it: nothing
+        happens after a scheduled cancellation, which wins a tie with a period's end."""
         if self.status in _ENDED:
             return
-        if self.cancel_at is not None:
-            yield "cancel", self.cancel_at, self.price_id
-            if self.cancel_at <= self.period_end:
-                return
-        trialing = self.status == SubscriptionStatus.TRIALING.value
-        yield ("trial_end" if trialing else "renewal"), self.period_end, self.price_id
-        if self.pending_price_id is not None:
-            yield "plan_change", self.period_end, self.pending_price_id
+        end = self.cancel_at
+        if end is not None:
+            yield "cancel", end, self.price_id
+        if self.resume_at is not None and (end is None or self.resume_at < end):
+            yield "resume", self.resume_at, self.price_id
+        if end is None or self.period_end < end:
+            trialing = self.status == SubscriptionStatus.TRIALING.value
+            yield ("trial_end" if trialing else "renewal"), self.period_end, self.price_id
+            if self.pending_price_id is not None:
+                yield "plan_change", self.period_end, self.pending_price_id
 
     def as_params(self) -> tuple[Any, ...]:
         return tuple(map(param, _VALUES(self)))
@@ -105,7 +108,7 @@ def _monthly(amount: int, currency: str, unit: str, count: int) -> int:
 
 COLUMNS = tuple(f.name for f in fields(SubscriptionRow))
 _INSTANTS = frozenset({"started_at", "period_start", "period_end", "updated_at"})
-_MAYBE_INSTANTS = frozenset({"trial_end", "cancel_at", "ended_at"})
+_MAYBE_INSTANTS = frozenset({"trial_end", "cancel_at", "resume_at", "ended_at"})
 
 INSERT = f"INSERT INTO current_subscriptions ({', '.join(COLUMNS)})"
 ON_CONFLICT = "ON CONFLICT (subscription_id) DO UPDATE SET " + ", ".join(
@@ -153,6 +156,7 @@ def _started(event: Subscription.Started) -> SubscriptionRow:
         pending_price_id=None,
         cancel_at=None,
         cancel_at_period_end=False,
+        resume_at=None,
         ended_at=None,
         mrr=0,
         updated_at=event.timestamp,
@@ -167,6 +171,7 @@ def _apply(row: SubscriptionRow, event: Any) -> None:
             row.status = SubscriptionStatus.EXPIRED.value
             row.ended_at = event.timestamp
             row.cancel_at, row.cancel_at_period_end = None, False
+            row.resume_at = None
         else:
             if isinstance(event, Subscription.TrialEnded):
                 row.status = SubscriptionStatus.ACTIVE.value
@@ -191,10 +196,14 @@ def _apply(row: SubscriptionRow, event: Any) -> None:
         row.ended_at = event.timestamp
         row.cancel_at, row.cancel_at_period_end = None, False
         row.pending_price_id = None
+        row.resume_at = None
     elif isinstance(event, Subscription.Paused):
         row.status = SubscriptionStatus.PAUSED.value
+    elif isinstance(event, Subscription.ResumeScheduled):
+        row.resume_at = event.resume_at
     elif isinstance(event, Subscription.Resumed):
         row.status = SubscriptionStatus.ACTIVE.value
+        row.resume_at = None
 
 
 class CurrentSubscriptions(Projection):
@@ -220,6 +229,7 @@ class CurrentSubscriptions(Projection):
             pending_price_id TEXT,
             cancel_at TIMESTAMPTZ,
             cancel_at_period_end BOOLEAN NOT NULL,
+            resume_at TIMESTAMPTZ,
             ended_at TIMESTAMPTZ,
             mrr BIGINT NOT NULL,
             updated_at TIMESTAMPTZ NOT NULL
@@ -248,6 +258,7 @@ class CurrentSubscriptions(Projection):
             Subscription.CancelRevoked,
             Subscription.Canceled,
             Subscription.Paused,
+            Subscription.ResumeScheduled,
             Subscription.Resumed,
         }
     )

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
+from pydantic import ValidationError
 
 from commands import schemas as s
 from commands.bootstrap import bootstrap
@@ -158,6 +159,17 @@ def test_pause_and_resume(shop: Shop) -> None:
     assert shop.send(s.PauseSubscription, subscription_id=sub_id)["mrr"]["amount"] == 0
     result = shop.send(s.ResumeSubscription, subscription_id=sub_id)
     assert (result["status"], result["mrr"]["amount"]) == ("active", 1000)
+
+
+def test_a_pause_can_name_the_day_it_resumes(shop: Shop) -> None:
+    sub_id = subscribe(shop, shop.customer())
+    back = shop.clock.now() + timedelta(days=10)
+    paused = shop.send(s.PauseSubscription, subscription_id=sub_id, resume_at=back)
+    assert (paused["status"], paused["resume_at"]) == ("paused", back.isoformat())
+    resumed = tick(shop, sub_id, 11)
+    assert (resumed.status.value, resumed.resume_at, resumed.mrr.amount) == ("active", None, 1000)
+    with pytest.raises(ValidationError):
+        s.PauseSubscription(command_id="c", subscription_id=sub_id, resume_at="2030-01-01T00:00")
 
 
 def test_a_new_price_is_grandfathered(shop: Shop) -> None:

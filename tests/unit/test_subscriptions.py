@@ -17,6 +17,7 @@ from ledger.errors import (
     CurrencyMismatch,
     InvalidTrial,
     NoScheduledCancel,
+    ResumeDateNotInFuture,
     SamePrice,
     SubscriptionAlreadyCanceled,
     SubscriptionEnded,
@@ -420,6 +421,69 @@ def test_a_renewal_records_whether_its_period_is_billed() -> None:
     sub.advance(utc(2025, 6, 15), can_pay=always)  # renews on 1 June, active again
     assert [e.billed for e in recorded(sub, Subscription.Renewed)] == [False, True]
     assert sub.period_billed
+
+
+def test_a_pause_with_a_resume_date_resumes_on_its_own_then() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    sub.pause(MID_APRIL, resume_at=utc(2025, 5, 10))
+    assert (sub.status, sub.resume_at, sub.due_at) == (
+        SubscriptionStatus.PAUSED,
+        utc(2025, 5, 10),
+        MAY_1,  # the unbilled renewal comes first
+    )
+    sub.collect_events()
+    assert sub.advance(utc(2025, 5, 20), can_pay=always) == 2
+    renewed, resumed = sub.collect_events()
+    assert isinstance(renewed, Subscription.Renewed)
+    assert not renewed.billed
+    assert isinstance(resumed, Subscription.Resumed)
+    assert resumed.timestamp == utc(2025, 5, 10)
+    assert (status(sub), sub.resume_at, sub.mrr) == (SubscriptionStatus.ACTIVE, None, eur(1000))
+
+
+def test_a_resume_due_with_a_renewal_comes_first_so_the_new_period_is_billed() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    sub.pause(MID_APRIL, resume_at=MAY_1)
+    sub.collect_events()
+    sub.advance(MAY_1, can_pay=always)
+    resumed, renewed = sub.collect_events()
+    assert isinstance(resumed, Subscription.Resumed)
+    assert isinstance(renewed, Subscription.Renewed)
+    assert renewed.billed
+
+
+def test_a_scheduled_resume_is_refused_in_the_past_and_dropped_by_cancel_or_resume() -> None:
+    with pytest.raises(ResumeDateNotInFuture):
+        subscribe(BASIC, at=APRIL_1).pause(MID_APRIL, resume_at=MID_APRIL)
+    canceled = subscribe(BASIC, at=APRIL_1)
+    canceled.pause(MID_APRIL, resume_at=utc(2025, 4, 25))
+    canceled.cancel_on(utc(2025, 4, 20), at=MID_APRIL)
+    canceled.advance(utc(2025, 6, 1), can_pay=always)
+    assert (canceled.status, canceled.resume_at, canceled.due_at) == (
+        SubscriptionStatus.CANCELED,
+        None,
+        None,
+    )
+    resumed = subscribe(BASIC, at=APRIL_1)
+    resumed.pause(MID_APRIL, resume_at=utc(2025, 4, 25))
+    resumed.resume(utc(2025, 4, 20))
+    assert (resumed.resume_at, resumed.due_at) == (None, MAY_1)
+
+
+def test_a_snapshot_taken_before_scheduled_resumes_loads_without_one() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    snapshot = Subscription.Snapshot.take(sub)
+    state = {k: v for k, v in snapshot.state.items() if k not in ("resume_at", "class_version")}
+    old = Subscription.Snapshot(
+        originator_id=snapshot.originator_id,
+        originator_version=snapshot.originator_version,
+        timestamp=snapshot.timestamp,
+        topic=snapshot.topic,
+        state=state,
+    )
+    loaded = old.mutate(None)
+    assert isinstance(loaded, Subscription)
+    assert (loaded.resume_at, loaded.due_at) == (None, MAY_1)
 
 
 def test_only_an_active_subscription_pauses_and_only_a_paused_one_resumes() -> None:
