@@ -41,7 +41,7 @@ from ledger.money import Money
 from projections import stats as revenue
 from projections.history import customer_history
 from projections.runner import Progress as Advance
-from projections.runner import Projector, UnknownProjection
+from projections.runner import Projector, UnknownProjection, VersionConflict
 
 app = typer.Typer(
     help="subledger: an event-sourced subscription ledger.",
@@ -94,7 +94,10 @@ def _ledger(database_url: str | None) -> Iterator[Ledger]:
 def _projector(database_url: str | None) -> Iterator[Projector]:
     """The projections over the ledger, with the same errors as ``_ledger``."""
     with _ledger(database_url) as ledger, projector(ledger, database_url) as projections:
-        yield projections
+        try:
+            yield projections
+        except VersionConflict as error:
+            raise _fail("projection_version_conflict", str(error), 2) from None
 
 
 @contextmanager
@@ -348,9 +351,11 @@ def history(
     database_url: DatabaseUrl = None,
     as_json: AsJson = False,
 ) -> None:
-    """A customer's transaction history: signups, trials, plan changes (with proration),
-    renewals, pauses, cancellations, payment methods, in order. Brings the projections up
-    to date first."""
+    """A customer's transaction history, in order.
+
+    Signups, trials, plan changes (with proration), renewals, pauses, cancellations and
+    payment methods. Brings the projections up to date first.
+    """
     with _projector(database_url) as projections:
         projections.catch_up()
         lines = customer_history(projections.database, customer_id)
@@ -372,6 +377,17 @@ def projections_status(database_url: DatabaseUrl = None, as_json: AsJson = False
     if as_json:
         _print_json([s.as_json() for s in statuses])
         return
+    reports.positions(console, statuses)
+
+
+@projections_app.command("catch-up")
+def projections_catch_up(database_url: DatabaseUrl = None) -> None:
+    """Project every event stored since the last catch-up (what stats and history do first)."""
+    with _projector(database_url) as projections:
+        with _progress("projecting", "events") as advance:
+            read = projections.catch_up(advance)
+        statuses = projections.status()
+    errors.print(f"projected {read:,} new events")
     reports.positions(console, statuses)
 
 

@@ -3,8 +3,9 @@
 A simulated clock walks day by day. Customers sign up (some with a trial, some with a
 card, a few first sending a raw card number, which is refused), trials convert or lapse,
 subscribers upgrade, downgrade, pause (some until a date), resume and cancel in all
-three ways, and the clock renews what is due. Five in a hundred commands are delivered twice, as a bus may do:
-the ledger must not change on the second delivery. The same seed gives the same ledger.
+three ways, and the clock renews what is due. Five in a hundred commands are delivered
+twice, as a bus may do: the ledger must not change on the second delivery. The same seed
+gives the same ledger.
 """
 
 from __future__ import annotations

@@ -2,25 +2,25 @@
 
 The tables hold flows only (what changed on a day); levels such as MRR or paying
 customers on a day are running sums of the flows (the ``revenue_daily`` and
-``revenue_monthly`` views, and ``projections.stats``). So a late event (a renewal
-recorded after later business) just adds to its own day, and MRR(end) - MRR(start) =
-new + expansion - contraction - churn + reactivation holds by construction: each change
-of a customer's MRR is booked as exactly one movement of the same size.
+``revenue_monthly`` views, and ``projections.stats``). So MRR(end) - MRR(start) = new +
+expansion - contraction - churn + reactivation holds by construction: each change of a
+customer's MRR is booked as movements of exactly its size, on the day of its timestamp.
 
 Movements are classified per customer and currency, comparing the customer's MRR just
-before and just after each change (DESIGN.md): 0 -> >0 is new, or reactivation if the
-customer paid before; up while above 0 is expansion; down but above 0 is contraction;
->0 -> 0 is churn. ``revenue_subscriptions`` and ``revenue_customers`` keep the state
-this needs; ``revenue_days`` has one row per currency and day from the first to the last
-day with events, so that daily series have no holes.
+before and just after each change in business time (DESIGN.md): 0 -> >0 is new, or
+reactivation if the customer paid before; up while above 0 is expansion; down but above
+0 is contraction; >0 -> 0 is churn. A change recorded late is put in its place and the
+movements after it are classified again (``_move``). ``revenue_subscriptions``,
+``revenue_customers`` and ``revenue_changes`` keep the state this needs; ``revenue_days``
+has a row per currency and day, so that daily and monthly series have no holes.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import date, timedelta
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -28,9 +28,19 @@ from ledger.customers import Customer
 from ledger.subscriptions import BILLED, ENDED, Subscription, SubscriptionStatus
 from projections.database import Transaction, select_in
 from projections.projection import Positioned, Projection
-from projections.values import read_bool, read_day, read_int, read_uuid
+from projections.values import (
+    instant,
+    maybe_instant,
+    read_bool,
+    read_day,
+    read_instant,
+    read_int,
+    read_maybe_instant,
+    read_uuid,
+)
 
 _BILLED = frozenset(status.value for status in BILLED)
+_TRIALING = SubscriptionStatus.TRIALING.value
 _LIVE = frozenset(status.value for status in SubscriptionStatus if status not in ENDED)
 
 MOVEMENTS = ("new", "expansion", "contraction", "churn", "reactivation")
@@ -42,7 +52,7 @@ DAY_COUNTS = (
     "registered_customers",
     "trials_started",
     "trials_converted",
-    "trials_expired",
+    "trials_not_converted",
 )
 NET_MRR = "new_mrr + expansion_mrr - contraction_mrr - churn_mrr + reactivation_mrr"
 PAYING_CHANGE = "new_customers + reactivated_customers - churned_customers"
@@ -75,12 +85,26 @@ class SubscriptionState:
         return (self.plan_code, self.status, self.mrr) if self.status in _LIVE else None
 
 
+@dataclass(frozen=True, order=True)
+class Change:
+    """One change of a customer's MRR in a currency, in business-time order."""
+
+    at: datetime
+    position: int
+    delta: int
+
+
 @dataclass
 class CustomerState:
     customer_id: UUID
     currency: str
     mrr: int
     has_paid: bool
+    last_change_at: datetime | None
+    # Changes made by this batch, to be stored; the whole timeline once a late change
+    # needed it (None until then).
+    new_changes: list[Change] = field(default_factory=list)
+    timeline: list[Change] | None = None
 
 
 @dataclass
@@ -89,6 +113,11 @@ class Batch:
 
     days: defaultdict[tuple[str, str], Counter[str]]
     plans: defaultdict[tuple[str, str, str, str], list[int]]
+
+    def touch(self, currency: str, day: str) -> None:
+        """Gives the day its row even with nothing to count on it (a trial canceled), so
+        that revenue_days runs to the last day on which anything happened."""
+        self.days.setdefault((currency, day), Counter())
 
     def count(self, currency: str, day: str, column: str, value: int = 1) -> None:
         self.days[currency, day][column] += value
@@ -120,25 +149,85 @@ def _apply(sub: SubscriptionState, event: Any) -> None:
     sub.mrr = sub.price_mrr if sub.status in _BILLED else 0
 
 
-def _move(batch: Batch, customer: CustomerState, day: str, delta: int) -> None:
-    """Books a change of the customer's MRR as the one movement it is."""
-    before, after = customer.mrr, customer.mrr + delta
-    currency = customer.currency
+def _movement(before: int, after: int, has_paid: bool) -> list[tuple[str, int]]:
+    """The flows that book a customer's MRR going from ``before`` to ``after``."""
     if before == 0:
-        kind = "reactivation" if customer.has_paid else "new"
-        batch.count(currency, day, f"{kind}_mrr", after)
-        batch.count(
-            currency, day, "reactivated_customers" if customer.has_paid else "new_customers"
-        )
-    elif after == 0:
-        batch.count(currency, day, "churn_mrr", before)
-        batch.count(currency, day, "churned_customers")
-    elif after > before:
-        batch.count(currency, day, "expansion_mrr", after - before)
+        kind = "reactivation" if has_paid else "new"
+        customers = "reactivated_customers" if has_paid else "new_customers"
+        return [(f"{kind}_mrr", after), (customers, 1)]
+    if after == 0:
+        return [("churn_mrr", before), ("churned_customers", 1)]
+    if after > before:
+        return [("expansion_mrr", after - before)]
+    return [("contraction_mrr", before - after)]
+
+
+def _book(batch: Batch, currency: str, changes: Sequence[Change], start: int, sign: int) -> None:
+    """Books (``sign`` 1) or takes back (-1) the movements of ``changes[start:]``, each
+    classified by the customer's MRR just before it, in business-time order."""
+    mrr = sum(c.delta for c in changes[:start])
+    has_paid = _has_paid(changes[:start])
+    for change in changes[start:]:
+        day = change.at.date().isoformat()
+        for column, value in _movement(mrr, mrr + change.delta, has_paid):
+            batch.count(currency, day, column, sign * value)
+        mrr += change.delta
+        has_paid = has_paid or mrr > 0
+
+
+def _has_paid(changes: Sequence[Change]) -> bool:
+    mrr = 0
+    for change in changes:
+        mrr += change.delta
+        if mrr > 0:
+            return True
+    return False
+
+
+def _move(batch: Batch, customer: CustomerState, change: Change, tx: Transaction) -> None:
+    """Books a change of the customer's MRR as the one movement it is at its instant.
+
+    A change usually comes after the customer's others in business time. One recorded late
+    (a renewal or scheduled cancel stored after the customer's later business) is put in
+    its place in the customer's timeline, and the movements after it are classified again:
+    a cancel due on 28 February and recorded on 3 March is a churn on 28 February, and a
+    new subscription on 2 March a reactivation, not a contraction and an expansion."""
+    customer.new_changes.append(change)
+    if customer.last_change_at is None or change.at >= customer.last_change_at:
+        day = change.at.date().isoformat()
+        for column, value in _movement(
+            customer.mrr, customer.mrr + change.delta, customer.has_paid
+        ):
+            batch.count(customer.currency, day, column, value)
+        if customer.timeline is not None:
+            customer.timeline.append(change)
+        customer.mrr += change.delta
+        customer.has_paid = customer.has_paid or customer.mrr > 0
+        customer.last_change_at = change.at
+        return
+    if customer.timeline is None:
+        customer.timeline = _timeline(tx, customer)
     else:
-        batch.count(currency, day, "contraction_mrr", before - after)
-    customer.mrr = after
-    customer.has_paid = customer.has_paid or after > 0
+        customer.timeline.append(change)
+    timeline = sorted(customer.timeline)
+    start = timeline.index(change)
+    _book(batch, customer.currency, [c for c in timeline if c is not change], start, -1)
+    _book(batch, customer.currency, timeline, start, 1)
+    customer.timeline = timeline
+    customer.has_paid = _has_paid(timeline)
+    customer.mrr += change.delta
+
+
+def _timeline(tx: Transaction, customer: CustomerState) -> list[Change]:
+    """Every change of the customer's MRR: those stored, and this batch's."""
+    stored = tx.query(
+        "SELECT at, position, delta FROM revenue_changes WHERE customer_id = ? AND currency = ?",
+        (str(customer.customer_id), customer.currency),
+    )
+    return [
+        Change(read_instant(at), read_int(position), read_int(delta))
+        for at, position, delta in stored
+    ] + customer.new_changes
 
 
 def _days_between(first: date, last: date) -> Iterable[date]:
@@ -148,7 +237,13 @@ def _days_between(first: date, last: date) -> Iterable[date]:
 class RevenueStatistics(Projection):
     name = "revenue"
     version = 1
-    tables = ("revenue_days", "revenue_plan_days", "revenue_subscriptions", "revenue_customers")
+    tables = (
+        "revenue_days",
+        "revenue_plan_days",
+        "revenue_subscriptions",
+        "revenue_customers",
+        "revenue_changes",
+    )
     views = ("revenue_daily", "revenue_monthly")
     schema = (
         f"""CREATE TABLE revenue_days (
@@ -182,7 +277,16 @@ class RevenueStatistics(Projection):
             currency TEXT NOT NULL,
             mrr BIGINT NOT NULL,
             has_paid BOOLEAN NOT NULL,
+            last_change_at TIMESTAMPTZ,
             PRIMARY KEY (customer_id, currency)
+        )""",
+        """CREATE TABLE revenue_changes (
+            customer_id UUID NOT NULL,
+            currency TEXT NOT NULL,
+            at TIMESTAMPTZ NOT NULL,
+            position BIGINT NOT NULL,
+            delta BIGINT NOT NULL,
+            PRIMARY KEY (customer_id, currency, position)
         )""",
         f"""CREATE VIEW revenue_daily AS
         SELECT currency, day, month,
@@ -226,7 +330,7 @@ class RevenueStatistics(Projection):
         subs = self._subscriptions(tx, events)
         customers = self._customers(tx, events, subs)
         batch = Batch(defaultdict(Counter), defaultdict(lambda: [0, 0]))
-        for _, event in events:
+        for position, event in events:
             day = event.timestamp.date().isoformat()
             if isinstance(event, Customer.Registered):
                 batch.count(event.currency, day, "registered_customers")
@@ -246,10 +350,14 @@ class RevenueStatistics(Projection):
                     batch.count(sub.currency, day, "trials_started")
             else:
                 sub = subs[event.originator_id]
+                batch.touch(sub.currency, day)
                 before_key, before_mrr = sub.plan_key, sub.mrr
                 if isinstance(event, Subscription.TrialEnded):
-                    outcome = "converted" if event.converted else "expired"
+                    outcome = "converted" if event.converted else "not_converted"
                     batch.count(sub.currency, day, f"trials_{outcome}")
+                elif isinstance(event, Subscription.Canceled) and sub.status == _TRIALING:
+                    # A trial canceled before it ends is a trial that did not convert.
+                    batch.count(sub.currency, day, "trials_not_converted")
             _apply(sub, event)
             if sub.plan_key != before_key:
                 if before_key is not None:
@@ -260,8 +368,9 @@ class RevenueStatistics(Projection):
                 key = (sub.customer_id, sub.currency)
                 customer = customers.get(key)
                 if customer is None:
-                    customer = customers[key] = CustomerState(*key, mrr=0, has_paid=False)
-                _move(batch, customer, day, sub.mrr - before_mrr)
+                    customer = customers[key] = CustomerState(*key, 0, False, None)
+                change = Change(event.timestamp, position, sub.mrr - before_mrr)
+                _move(batch, customer, change, tx)
         self._write(tx, subs.values(), customers.values(), batch)
 
     def _subscriptions(
@@ -298,11 +407,17 @@ class RevenueStatistics(Projection):
         owners = {sub.customer_id for sub in subs.values()} | {
             e.customer_id for _, e in events if isinstance(e, Subscription.Started)
         }
-        select = "SELECT customer_id, currency, mrr, has_paid FROM revenue_customers"
+        select = (
+            "SELECT customer_id, currency, mrr, has_paid, last_change_at FROM revenue_customers"
+        )
         rows = select_in(tx, select, "customer_id", [str(key) for key in owners])
         return {
             (read_uuid(row[0]), row[1]): CustomerState(
-                read_uuid(row[0]), row[1], read_int(row[2]), read_bool(row[3])
+                read_uuid(row[0]),
+                row[1],
+                read_int(row[2]),
+                read_bool(row[3]),
+                read_maybe_instant(row[4]),
             )
             for row in rows
         }
@@ -322,10 +437,21 @@ class RevenueStatistics(Projection):
             "status = excluded.status, price_mrr = excluded.price_mrr, mrr = excluded.mrr",
         )
         tx.insert_rows(
-            "INSERT INTO revenue_customers (customer_id, currency, mrr, has_paid)",
-            [(str(c.customer_id), c.currency, c.mrr, c.has_paid) for c in customers],
-            "ON CONFLICT (customer_id, currency) DO UPDATE SET "
-            "mrr = excluded.mrr, has_paid = excluded.has_paid",
+            "INSERT INTO revenue_customers (customer_id, currency, mrr, has_paid, last_change_at)",
+            [
+                (str(c.customer_id), c.currency, c.mrr, c.has_paid, maybe_instant(c.last_change_at))
+                for c in customers
+            ],
+            "ON CONFLICT (customer_id, currency) DO UPDATE SET mrr = excluded.mrr, "
+            "has_paid = excluded.has_paid, last_change_at = excluded.last_change_at",
+        )
+        tx.insert_rows(
+            "INSERT INTO revenue_changes (customer_id, currency, at, position, delta)",
+            [
+                (str(c.customer_id), c.currency, instant(change.at), change.position, change.delta)
+                for c in customers
+                for change in c.new_changes
+            ],
         )
         self._fill_days(tx, batch)
         tx.insert_rows(
@@ -351,7 +477,9 @@ class RevenueStatistics(Projection):
         )
 
     def _fill_days(self, tx: Transaction, batch: Batch) -> None:
-        """Adds zero rows so that each currency has every day from its first to its last."""
+        """Adds zero rows so that every currency has every day from its first day to the
+        last day of any currency: daily and monthly series then have no holes, and a
+        month in which one currency saw nothing still has its row."""
         spans = {
             currency: (read_day(first), read_day(last))
             for currency, first, last in tx.query(
@@ -361,12 +489,14 @@ class RevenueStatistics(Projection):
         touched: defaultdict[str, list[date]] = defaultdict(list)
         for currency, day in batch.days:
             touched[currency].append(date.fromisoformat(day))
+        ends = [last for _, last in spans.values()] + [max(days) for days in touched.values()]
+        if not ends:
+            return
+        last = max(ends)
         missing: list[tuple[str, str, str]] = []
-        for currency, days in touched.items():
-            first, last = min(days), max(days)
+        for currency in spans.keys() | touched.keys():
             known = spans.get(currency)
-            if known is not None:
-                first, last = min(first, known[0]), max(last, known[1])
+            first = min(touched[currency] + ([known[0]] if known else []))
             missing.extend(
                 (currency, day.isoformat(), day.isoformat()[:7])
                 for day in _days_between(first, last)

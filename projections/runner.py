@@ -45,6 +45,11 @@ class PositionMoved(RuntimeError):
     """Another runner moved the projection's position first: read it again."""
 
 
+class VersionConflict(RuntimeError):
+    """The projection's tables were built by another version of it (another runner,
+    during an upgrade): this runner must stop rather than write in a shape not its own."""
+
+
 @dataclass(frozen=True)
 class Status:
     name: str
@@ -206,6 +211,13 @@ class Projector:
 
     def _positions(self) -> dict[str, int]:
         stored = self._stored()
+        for name, p in self.projections.items():
+            version = stored[name][0] if name in stored else None
+            if version != p.version:
+                raise VersionConflict(
+                    f"projection {name!r} is at version {version} in the database, "
+                    f"this runner has version {p.version}: another runner rebuilt it"
+                )
         return {name: stored[name][1] for name in self.projections}
 
     def _stored(self) -> dict[str, tuple[int, int]]:

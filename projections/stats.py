@@ -64,7 +64,7 @@ class Figures:
     customers: int  # registered by the end
     trials_started: int
     trials_converted: int
-    trials_expired: int
+    trials_not_converted: int
     subscribers: tuple[PlanSubscribers, ...] = field(default=())
 
     @property
@@ -122,7 +122,7 @@ class Figures:
 
     @property
     def trial_conversion_rate(self) -> Fraction | None:
-        return _ratio(self.trials_converted, self.trials_converted + self.trials_expired)
+        return _ratio(self.trials_converted, self.trials_converted + self.trials_not_converted)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -147,7 +147,7 @@ class Figures:
             "net_revenue_retention": _rate(self.net_revenue_retention),
             "trials_started": self.trials_started,
             "trials_converted": self.trials_converted,
-            "trials_expired": self.trials_expired,
+            "trials_not_converted": self.trials_not_converted,
             "trial_conversion_rate": _rate(self.trial_conversion_rate),
             "subscribers": [
                 {
@@ -225,7 +225,7 @@ def figures(db: Database, currency: str, start: date, end: date) -> Figures:
         customers=read_int(before[2]) + sums["registered_customers"],
         trials_started=sums["trials_started"],
         trials_converted=sums["trials_converted"],
-        trials_expired=sums["trials_expired"],
+        trials_not_converted=sums["trials_not_converted"],
         subscribers=tuple(
             PlanSubscribers(plan, status, read_int(count), read_int(mrr))
             for plan, status, count, mrr in plans
@@ -240,7 +240,7 @@ def months(db: Database, currency: str, start: date, end: date) -> list[Figures]
         "SELECT month, first_day, last_day, mrr_at_start, "
         f"{', '.join(f'{name}_mrr' for name in MOVEMENTS)}, paying_customers_at_start, "
         "new_customers, reactivated_customers, churned_customers, customers_at_end, "
-        "trials_started, trials_converted, trials_expired "
+        "trials_started, trials_converted, trials_not_converted "
         "FROM revenue_monthly WHERE currency = ? AND month >= ? AND month <= ? ORDER BY month",
         (currency, start.isoformat()[:7], end.isoformat()[:7]),
     )
@@ -258,7 +258,7 @@ def months(db: Database, currency: str, start: date, end: date) -> list[Figures]
             customers=read_int(row[13]),
             trials_started=read_int(row[14]),
             trials_converted=read_int(row[15]),
-            trials_expired=read_int(row[16]),
+            trials_not_converted=read_int(row[16]),
         )
         for row in rows
     ]
