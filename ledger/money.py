@@ -128,5 +128,9 @@ class Money:
         return Decimal(self.amount).scaleb(-exponent(self.currency), _EXACT)
 
     def __str__(self) -> str:
+        # Integer arithmetic: this formats every amount of a history rebuild.
         places = exponent(self.currency)
-        return f"{self.to_decimal():.{places}f} {self.currency}"
+        major, minor = divmod(abs(self.amount), 10**places)
+        sign = "-" if self.amount < 0 else ""
+        decimals = f".{minor:0{places}d}" if places else ""
+        return f"{sign}{major}{decimals} {self.currency}"

@@ -30,7 +30,9 @@ Row = tuple[Any, ...]
 
 # Keys per IN (...) list: well below the limits on bound parameters (SQLite 32,766,
 # PostgreSQL 65,535), large enough to amortise each statement.
-IN_CHUNK = 500
+IN_CHUNK = 2_000
+# The key of the PostgreSQL advisory lock that exclusive transactions take.
+SCHEMA_LOCK = 0x7375626C6564  # "subled"
 _INSERT = re.compile(r"INSERT INTO (\w+) \(([\w, ]+)\)")
 
 
@@ -49,8 +51,9 @@ class Transaction(Protocol):
 class Database(Protocol):
     backend: str
 
-    def transaction(self) -> AbstractContextManager[Transaction]:
-        """Commits on a normal exit, rolls back on an exception."""
+    def transaction(self, exclusive: bool = False) -> AbstractContextManager[Transaction]:
+        """Commits on a normal exit, rolls back on an exception. An ``exclusive`` one
+        waits for any other exclusive one on the database (schema changes)."""
 
     def query(self, statement: str, params: Params = ()) -> list[Row]:
         """Reads outside any explicit transaction."""
@@ -133,9 +136,13 @@ class PostgresDatabase:
             self._conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(self, exclusive: bool = False) -> Iterator[Transaction]:
         with self._conn.transaction():
-            yield _PostgresTransaction(self._conn)
+            tx = _PostgresTransaction(self._conn)
+            if exclusive:
+                # Even CREATE TABLE IF NOT EXISTS fails when two sessions run it at once.
+                tx.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
+            yield tx
 
     def query(self, statement: str, params: Params = ()) -> list[Row]:
         return _PostgresTransaction(self._conn).query(statement, params)
@@ -173,7 +180,8 @@ class SQLiteDatabase:
         )
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(self, exclusive: bool = False) -> Iterator[Transaction]:
+        # BEGIN IMMEDIATE takes SQLite's one write lock: every transaction is exclusive.
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield _SQLiteTransaction(self._conn)

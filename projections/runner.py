@@ -25,8 +25,8 @@ from projections.database import Database, Transaction
 from projections.projection import Positioned, Projection
 from projections.values import read_int
 
-DEFAULT_BATCH_SIZE = 2_000
-# (position reached, head of the sequence when the run started)
+DEFAULT_BATCH_SIZE = 10_000
+# (position reached, head of the sequence)
 Progress = Callable[[int, int], None]
 
 POSITIONS_TABLE = """
@@ -111,7 +111,8 @@ class Projector:
         self.close()
 
     def status(self) -> list[Status]:
-        stored = self._stored()
+        with self.database.transaction(exclusive=True) as tx:
+            stored = _stored(tx)
         head = self.ledger.recorder.max_notification_id() or 0
         return [
             Status(
@@ -126,24 +127,28 @@ class Projector:
 
     def setup(self) -> list[str]:
         """Creates missing tables; rebuilds from scratch those whose version changed.
-        Returns the names of the projections that start again from position 0."""
-        stored = self._stored()
-        reset = [
-            name
-            for name, p in self.projections.items()
-            if name not in stored or stored[name][0] != p.version
-        ]
-        for name in reset:
-            self._reset(self.projections[name])
-        return reset
+        Returns the names of the projections that start again from position 0.
+
+        One exclusive transaction: two runners starting together on a new database
+        would otherwise both create (or drop and create) the same tables."""
+        with self.database.transaction(exclusive=True) as tx:
+            stored = _stored(tx)
+            reset = [
+                p
+                for name, p in self.projections.items()
+                if name not in stored or stored[name][0] != p.version
+            ]
+            for projection in reset:
+                _reset(tx, projection)
+        return [p.name for p in reset]
 
     def catch_up(self, progress: Progress | None = None) -> int:
-        """Processes every stored event not yet projected; returns how many were read."""
+        """Projects every stored event not yet projected; returns how many it decoded."""
         self.setup()
-        head = self.ledger.recorder.max_notification_id() or 0
+        recorder = self.ledger.recorder
         positions = self._positions()
-        start = min(positions.values(), default=head) + 1
-        read = 0
+        start = min(positions.values(), default=0) + 1
+        projected = 0
         with _young_collections_only():
             while page := self._read(start):
                 try:
@@ -156,13 +161,14 @@ class Projector:
                     positions = self._positions()
                     start = min(positions.values()) + 1
                     continue
-                read += page.size
+                projected += len(page.events)
                 start = page.last + 1
                 del page
                 gc.collect(1)
                 if progress is not None:
+                    head = recorder.max_notification_id() or 0
                     progress(start - 1, max(head, start - 1))
-        return read
+        return projected
 
     def rebuild(self, names: Sequence[str] = (), progress: Progress | None = None) -> int:
         """Drops the named projections (all by default) and replays the whole sequence."""
@@ -172,18 +178,22 @@ class Projector:
                     f"no projection {name!r}; there are: {', '.join(self.projections)}"
                 )
         self.setup()
-        for name in names or list(self.projections):
-            self._reset(self.projections[name])
+        with self.database.transaction(exclusive=True) as tx:
+            for name in names or list(self.projections):
+                _reset(tx, self.projections[name])
         return self.catch_up(progress)
 
     def _read(self, start: int) -> Page | None:
-        """The next page of the sequence from ``start``, decoded where a projection needs it."""
+        """The next page of the sequence from ``start``, decoded where a projection reads
+        it. Every event is fetched and the others skipped here: asking the database for
+        some topics only made PostgreSQL sort whole ranges whenever its statistics were
+        stale (after a bulk load), many times slower than reading on."""
         batch = self.ledger.recorder.select_notifications(start, self.batch_size)
         if not batch:
             return None
         decode = self.ledger.mapper.to_domain_event
         events = [(n.id, decode(n)) for n in batch if n.topic in self._topics]
-        return Page(batch[-1].id, len(batch), events)
+        return Page(batch[-1].id, events)
 
     def _commit(self, projection: Projection, position: int, page: Page) -> None:
         events = [
@@ -203,14 +213,9 @@ class Projector:
             if events:
                 projection.process(tx, events)
 
-    def _reset(self, projection: Projection) -> None:
-        with self.database.transaction() as tx:
-            projection.drop(tx)
-            projection.create(tx)
-            _set_position(tx, projection, 0)
-
     def _positions(self) -> dict[str, int]:
-        stored = self._stored()
+        with self.database.transaction() as tx:
+            stored = _stored(tx)
         for name, p in self.projections.items():
             version = stored[name][0] if name in stored else None
             if version != p.version:
@@ -220,18 +225,29 @@ class Projector:
                 )
         return {name: stored[name][1] for name in self.projections}
 
-    def _stored(self) -> dict[str, tuple[int, int]]:
-        with self.database.transaction() as tx:
-            tx.execute(POSITIONS_TABLE)
-            rows = tx.query("SELECT name, version, position FROM projection_positions")
-        return {name: (read_int(version), read_int(position)) for name, version, position in rows}
+
+def _stored(tx: Transaction) -> dict[str, tuple[int, int]]:
+    """(version, position) of every projection that has a position row."""
+    tx.execute(POSITIONS_TABLE)
+    rows = tx.query("SELECT name, version, position FROM projection_positions")
+    return {name: (read_int(version), read_int(position)) for name, version, position in rows}
+
+
+def _reset(tx: Transaction, projection: Projection) -> None:
+    """Empty tables of the projection's current shape, at position 0."""
+    projection.drop(tx)
+    projection.create(tx)
+    tx.execute("DELETE FROM projection_positions WHERE name = ?", (projection.name,))
+    tx.execute(
+        "INSERT INTO projection_positions (name, version, position) VALUES (?, ?, ?)",
+        (projection.name, projection.version, 0),
+    )
 
 
 @dataclass(frozen=True)
 class Page:
     last: int  # the position of its last event
-    size: int  # how many events it spans, decoded or not
-    events: list[Positioned]  # those of a class some projection handles, decoded
+    events: list[Positioned]  # the events of a class some projection handles, decoded
 
 
 @contextmanager
@@ -249,11 +265,3 @@ def _young_collections_only() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _set_position(tx: Transaction, projection: Projection, position: int) -> None:
-    tx.execute("DELETE FROM projection_positions WHERE name = ?", (projection.name,))
-    tx.execute(
-        "INSERT INTO projection_positions (name, version, position) VALUES (?, ?, ?)",
-        (projection.name, projection.version, position),
-    )

@@ -12,7 +12,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from functools import cache
-from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
@@ -24,7 +23,7 @@ from projections.database import Transaction, chunked, placeholders, select_in
 from projections.projection import Positioned, Projection
 from projections.values import (
     instant,
-    param,
+    maybe_instant,
     read_bool,
     read_instant,
     read_int,
@@ -98,7 +97,30 @@ class SubscriptionRow:
                 yield "plan_change", self.period_end, self.pending_price_id
 
     def as_params(self) -> tuple[Any, ...]:
-        return tuple(map(param, _VALUES(self)))
+        """The row's values in ``COLUMNS`` order, as parameters."""
+        return (
+            str(self.subscription_id),
+            str(self.customer_id),
+            self.plan_code,
+            self.price_id,
+            self.currency,
+            self.amount,
+            self.interval_unit,
+            self.interval_count,
+            self.status,
+            instant(self.started_at),
+            maybe_instant(self.trial_end),
+            self.period_index,
+            instant(self.period_start),
+            instant(self.period_end),
+            self.pending_price_id,
+            maybe_instant(self.cancel_at),
+            self.cancel_at_period_end,
+            maybe_instant(self.resume_at),
+            maybe_instant(self.ended_at),
+            self.mrr,
+            instant(self.updated_at),
+        )
 
 
 @cache
@@ -114,7 +136,6 @@ INSERT = f"INSERT INTO current_subscriptions ({', '.join(COLUMNS)})"
 ON_CONFLICT = "ON CONFLICT (subscription_id) DO UPDATE SET " + ", ".join(
     f"{c} = excluded.{c}" for c in COLUMNS[1:]
 )
-_VALUES = attrgetter(*COLUMNS)
 
 
 def _read(row: Sequence[Any]) -> SubscriptionRow:

@@ -19,15 +19,6 @@ def maybe_instant(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def param(value: Any) -> Any:
-    """A value as a parameter: instants and UUIDs as text, others as they are."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    return value
-
-
 def read_instant(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 

@@ -137,6 +137,12 @@ def test_money_prints_with_the_currency_decimals(money: Money, text: str) -> Non
 
 
 @given(currency=currencies, amount=amounts | huge_amounts)
+def test_money_prints_its_exact_major_units(currency: str, amount: int) -> None:
+    money = Money(amount, currency)
+    assert str(money) == f"{money.to_decimal():.{exponent(currency)}f} {currency}"
+
+
+@given(currency=currencies, amount=amounts | huge_amounts)
 def test_major_units_round_trip_for_every_exponent(currency: str, amount: int) -> None:
     money = Money(amount, currency)
     assert Money.of(str(money.to_decimal()), currency) == money
