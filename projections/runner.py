@@ -9,7 +9,8 @@ reading of the sequence, on every backend), decodes with the application's mappe
 transcodings, and later the cipher, apply), and keeps one position row per projection in
 ``projection_positions``. The position only moves forward, by compare-and-set: a second
 runner on the same projection cannot count a batch twice, it starts again from where the
-other left off.
+other left off. Reading up to the last id seen skips nothing: ids are given in commit
+order (the recorders hold a table lock, or SQLite's write lock, until commit).
 """
 
 from __future__ import annotations
