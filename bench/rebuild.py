@@ -7,11 +7,10 @@ included), untimed. Then, timed:
 
 - ours: ``Projector.rebuild()`` over every projection (``projections.all_projections``):
   drop and create their tables, then page through the event sequence with eventsourcing's
-  ``select_notifications`` (which returns only the events of a class some projection
-  reads), decode them with the application's mapper, and write each projection's batch
-  and position in one transaction. The figure is stored events / seconds: the events no
-  projection reads (command records, plan events: a third) count too, as a rebuild
-  passes over them, in the database.
+  ``select_notifications``, decode the events of a class some projection reads with the
+  application's mapper, and write each projection's batch and position in one
+  transaction. The figure is stored events / seconds: the events no projection reads
+  (command records, plan events: a third) count too, as a rebuild reads and skips them.
 - raw: one plain psycopg connection reads the same table in notification order through a
   server-side cursor (10,000 rows per fetch) and ``json.loads`` every event's state; no
   objects, no writes.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -184,7 +185,8 @@ def _show_demo(report: DemoReport, url: str) -> None:
         reports.headline(console, recent, f"Revenue, {last.start} to {last.end} (last 30 days)")
     for command in ("stats", "projections status", "catalog"):
         console.print(
-            f"Explore it: .venv/bin/subledger {command} --database-url {url}", soft_wrap=True
+            f"Explore it: .venv/bin/subledger {command} --database-url {shlex.quote(url)}",
+            soft_wrap=True,
         )
 
 
@@ -290,7 +292,7 @@ def stats(
     ] = None,
     end: Annotated[
         datetime | None,
-        typer.Option("--to", help="Last day (default: the last day with events).", **DAY),
+        typer.Option("--to", help="Last day (default: the last day with revenue events).", **DAY),
     ] = None,
     currency: Annotated[
         str | None, typer.Option(help="One currency (default: each one).", show_default=False)

@@ -87,9 +87,10 @@ def subscribers(console: Console, figures: Sequence[Figures]) -> None:
 
 def months(console: Console, currency: str, figures: Sequence[Figures]) -> None:
     table = Table(title=f"By month, {currency}")
-    columns = ("month", "MRR at end", "new", "expansion", "contraction", "churn")
-    for column in (*columns, "reactivation", "paying", "customer churn"):
-        table.add_column(column, justify="left" if column == "month" else "right")
+    table.add_column("month", no_wrap=True)
+    columns = ("MRR at end", "new", "expansion", "contraction", "churn", "reactivation")
+    for column in (*columns, "paying", "customer churn"):
+        table.add_column(column, justify="right", overflow="fold")
     for f in figures:
         m = f.movements
         table.add_row(
@@ -105,8 +106,10 @@ def months(console: Console, currency: str, figures: Sequence[Figures]) -> None:
 
 def history(console: Console, customer: str, lines: Sequence[HistoryLine]) -> None:
     table = Table(title=f"History of customer {customer}")
-    for column in ("when", "what", "amount", "details"):
-        table.add_column(column, justify="right" if column == "amount" else "left")
+    table.add_column("when", no_wrap=True)
+    table.add_column("what", no_wrap=True)
+    table.add_column("amount", justify="right", no_wrap=True)
+    table.add_column("details", overflow="fold")
     for line in lines:
         amount = (
             ""

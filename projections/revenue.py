@@ -345,6 +345,7 @@ class RevenueStatistics(Projection):
                     event.price.mrr.amount,
                     0,
                 )
+                batch.touch(sub.currency, day)
                 before_key, before_mrr = None, 0
                 if event.status is SubscriptionStatus.TRIALING:
                     batch.count(sub.currency, day, "trials_started")

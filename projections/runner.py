@@ -100,7 +100,6 @@ class Projector:
         self.database = database
         self.projections = {p.name: p for p in projections}
         self.batch_size = batch_size
-        self._topics = frozenset().union(*(p.topics() for p in projections))
 
     def close(self) -> None:
         self.database.close()
@@ -134,6 +133,13 @@ class Projector:
         would otherwise both create (or drop and create) the same tables."""
         with self.database.transaction(exclusive=True) as tx:
             stored = _stored(tx)
+            for name, p in self.projections.items():
+                if name in stored and stored[name][0] > p.version:
+                    # An older runner (during an upgrade) must not drop newer tables.
+                    raise VersionConflict(
+                        f"projection {name!r} is at version {stored[name][0]} in the "
+                        f"database, newer than this runner's {p.version}"
+                    )
             reset = [
                 p
                 for name, p in self.projections.items()
@@ -151,7 +157,7 @@ class Projector:
         start = min(positions.values(), default=0) + 1
         projected = 0
         with _young_collections_only():
-            while page := self._read(start):
+            while page := self._read(start, positions):
                 try:
                     for name, projection in self.projections.items():
                         if positions[name] < page.last:
@@ -184,16 +190,22 @@ class Projector:
                 _reset(tx, self.projections[name])
         return self.catch_up(progress)
 
-    def _read(self, start: int) -> Page | None:
-        """The next page of the sequence from ``start``, decoded where a projection reads
-        it. Every event is fetched and the others skipped here: asking the database for
-        some topics only made PostgreSQL sort whole ranges whenever its statistics were
-        stale (after a bulk load), many times slower than reading on."""
+    def _read(self, start: int, positions: dict[str, int]) -> Page | None:
+        """The next page of the sequence from ``start``, with the events that a projection
+        still needs decoded (rebuilding one projection decodes its events only). Every
+        event is fetched and the others skipped here: asking the database for some
+        topics only made PostgreSQL sort whole ranges whenever its statistics were stale
+        (after a bulk load), many times slower than reading on."""
         batch = self.ledger.recorder.select_notifications(start, self.batch_size)
         if not batch:
             return None
+        # For each topic, the lowest position of a projection that reads it.
+        after: dict[str, int] = {}
+        for name, projection in self.projections.items():
+            for topic in projection.topics():
+                after[topic] = min(after.get(topic, positions[name]), positions[name])
         decode = self.ledger.mapper.to_domain_event
-        events = [(n.id, decode(n)) for n in batch if n.topic in self._topics]
+        events = [(n.id, decode(n)) for n in batch if n.id > after.get(n.topic, n.id)]
         return Page(batch[-1].id, events)
 
     def _commit(self, projection: Projection, position: int, page: Page) -> None:

@@ -553,6 +553,26 @@ def test_a_churn_recorded_late_is_still_a_churn_on_its_own_day(
     assert february.customer_churn_rate == 1  # 1 churned of 1 paying at the start
 
 
+def test_a_free_signup_still_extends_the_daily_series_to_its_day(
+    shop: Shop, projections: Projector
+) -> None:
+    """A signup that changes nothing countable (a free plan, no trial) on Feb 5: the
+    series, and the default range, still reach Feb 5, where the subscriber counts."""
+    shop.send(s.RegisterPlan, code="free", name="Free")
+    shop.send(s.AddPrice, plan_code="free", currency="EUR", amount=0)
+    customer_id = shop.customer()  # Jan 31
+    shop.clock.advance_to(at(2, 5))
+    shop.send(s.StartSubscription, customer_id=customer_id, plan_code="free")
+    projections.catch_up()
+    db = projections.database
+    assert stats.last_day(db) == day(2, 5)
+    feb_5 = stats.figures(db, "EUR", day(2, 5), day(2, 5))
+    assert [(p.plan_code, p.status, p.subscribers, p.mrr) for p in feb_5.subscribers] == [
+        ("free", "active", 1, 0)
+    ]
+    assert (feb_5.mrr, feb_5.paying_customers, feb_5.customers) == (0, 0, 1)
+
+
 def test_a_trial_canceled_before_its_end_counts_as_a_trial_that_did_not_convert(
     shop: Shop, projections: Projector
 ) -> None:
