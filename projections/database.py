@@ -134,6 +134,8 @@ class PostgresDatabase:
         )
         if schema:
             self._conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        # Instants come back in the session's zone: UTC, as everything in the ledger.
+        self._conn.execute("SET TIME ZONE 'UTC'")
 
     @contextmanager
     def transaction(self, exclusive: bool = False) -> Iterator[Transaction]:

@@ -6,7 +6,7 @@ backend's types (see ``projections.database``).
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -20,7 +20,10 @@ def maybe_instant(value: datetime | None) -> str | None:
 
 
 def read_instant(value: Any) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    """In UTC whatever the server's time zone: days are UTC days (a PostgreSQL server in
+    Tokyo gives 2025-03-03 05:00+09:00 for 2025-03-02 20:00 UTC)."""
+    instant = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return instant.astimezone(UTC)
 
 
 def read_maybe_instant(value: Any) -> datetime | None:
