@@ -18,6 +18,7 @@ from ledger.catalog import Price
 from ledger.customers import Customer
 from ledger.subscriptions import Subscription
 from projections.database import Database, Transaction, select_in
+from projections.events import SUBSCRIPTION_EVENTS, subscriptions_to_load
 from projections.projection import Positioned, Projection
 from projections.values import (
     instant,
@@ -228,20 +229,7 @@ class TransactionHistory(Projection):
             customer_id UUID NOT NULL
         )""",
     )
-    handles = CUSTOMER_EVENTS | {
-        Subscription.Started,
-        Subscription.TrialEnded,
-        Subscription.Renewed,
-        Subscription.PlanChanged,
-        Subscription.ChangeScheduled,
-        Subscription.ScheduledChangeCanceled,
-        Subscription.CancelScheduled,
-        Subscription.CancelRevoked,
-        Subscription.Canceled,
-        Subscription.Paused,
-        Subscription.ResumeScheduled,
-        Subscription.Resumed,
-    }
+    handles = CUSTOMER_EVENTS | SUBSCRIPTION_EVENTS
 
     def process(self, tx: Transaction, events: Sequence[Positioned]) -> None:
         owners = self._owners(tx, events)
@@ -280,9 +268,7 @@ class TransactionHistory(Projection):
 
     def _owners(self, tx: Transaction, events: Sequence[Positioned]) -> dict[UUID, str]:
         """Subscription -> customer, for the subscriptions the batch did not start."""
-        started = {e.originator_id for _, e in events if isinstance(e, Subscription.Started)}
-        subscriptions = {e.originator_id for _, e in events if type(e) not in CUSTOMER_EVENTS}
-        wanted = [str(key) for key in subscriptions - started]
+        wanted = subscriptions_to_load(events)
         select = "SELECT subscription_id, customer_id FROM history_subscriptions"
         return {
             read_uuid(subscription_id): str(customer_id)

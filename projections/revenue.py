@@ -27,6 +27,7 @@ from uuid import UUID
 from ledger.customers import Customer
 from ledger.subscriptions import BILLED, ENDED, Subscription, SubscriptionStatus
 from projections.database import Transaction, select_in
+from projections.events import subscriptions_to_load
 from projections.projection import Positioned, Projection
 from projections.values import (
     instant,
@@ -377,11 +378,7 @@ class RevenueStatistics(Projection):
     def _subscriptions(
         self, tx: Transaction, events: Sequence[Positioned]
     ) -> dict[UUID, SubscriptionState]:
-        started = {e.originator_id for _, e in events if isinstance(e, Subscription.Started)}
-        subscriptions = {
-            e.originator_id for _, e in events if not isinstance(e, Customer.Registered)
-        }
-        wanted = [str(key) for key in subscriptions - started]
+        wanted = subscriptions_to_load(events)
         select = (
             "SELECT subscription_id, customer_id, currency, plan_code, status, price_mrr, mrr "
             "FROM revenue_subscriptions"

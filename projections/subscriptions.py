@@ -20,6 +20,7 @@ from ledger.catalog import Price, normalised_to_month
 from ledger.money import Money
 from ledger.subscriptions import BILLED, Subscription, SubscriptionStatus
 from projections.database import Transaction, chunked, placeholders, select_in
+from projections.events import SUBSCRIPTION_EVENTS, subscriptions_to_load
 from projections.projection import Positioned, Projection
 from projections.values import (
     instant,
@@ -267,22 +268,7 @@ class CurrentSubscriptions(Projection):
         )""",
         "CREATE INDEX due_work_due_at ON due_work (due_at)",
     )
-    handles = frozenset(
-        {
-            Subscription.Started,
-            Subscription.TrialEnded,
-            Subscription.Renewed,
-            Subscription.PlanChanged,
-            Subscription.ChangeScheduled,
-            Subscription.ScheduledChangeCanceled,
-            Subscription.CancelScheduled,
-            Subscription.CancelRevoked,
-            Subscription.Canceled,
-            Subscription.Paused,
-            Subscription.ResumeScheduled,
-            Subscription.Resumed,
-        }
-    )
+    handles = SUBSCRIPTION_EVENTS
 
     def process(self, tx: Transaction, events: Sequence[Positioned]) -> None:
         rows = self._load(tx, events)
@@ -312,8 +298,7 @@ class CurrentSubscriptions(Projection):
 
     def _load(self, tx: Transaction, events: Sequence[Positioned]) -> dict[UUID, SubscriptionRow]:
         """The stored rows of the subscriptions that the batch did not start itself."""
-        started = {e.originator_id for _, e in events if isinstance(e, Subscription.Started)}
-        wanted = [str(key) for key in {e.originator_id for _, e in events} - started]
+        wanted = subscriptions_to_load(events)
         select = f"SELECT {', '.join(COLUMNS)} FROM current_subscriptions"
         rows = (_read(stored) for stored in select_in(tx, select, "subscription_id", wanted))
         return {row.subscription_id: row for row in rows}
