@@ -22,6 +22,7 @@ from ledger.errors import (
     UnknownPaymentMethod,
 )
 from ledger.money import Money, exponent
+from ledger.tax import TaxRate
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -72,6 +73,9 @@ class PaymentMethod:
 
 
 class Customer(Aggregate):
+    # Version 2 added ``tax_rate``: older snapshots are upcast on loading.
+    class_version = 2
+
     # State set by the events' apply(); under TYPE_CHECKING because eventsourcing would
     # turn class annotations into constructor fields.
     if TYPE_CHECKING:
@@ -82,6 +86,11 @@ class Customer(Aggregate):
         payment_methods_added_at: dict[str, datetime]
         default_payment_method_id: str | None
         credit_balance: Money
+        tax_rate: TaxRate | None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, object]) -> None:
+        state["tax_rate"] = None
 
     class Registered(Aggregate.Created):
         email: str
@@ -96,6 +105,7 @@ class Customer(Aggregate):
             customer.payment_methods_added_at = {}
             customer.default_payment_method_id = None
             customer.credit_balance = Money.zero(self.currency)
+            customer.tax_rate = None
 
     class ContactChanged(Aggregate.Event):
         email: str
@@ -127,6 +137,12 @@ class Customer(Aggregate):
 
         def apply(self, customer: Customer) -> None:
             customer.credit_balance = customer.credit_balance + self.amount
+
+    class TaxRateSet(Aggregate.Event):
+        tax_rate: TaxRate | None
+
+        def apply(self, customer: Customer) -> None:
+            customer.tax_rate = self.tax_rate
 
     @classmethod
     def register(cls, id: UUID, email: str, name: str, currency: str, at: datetime) -> Customer:
@@ -173,6 +189,11 @@ class Customer(Aggregate):
             raise InvalidCustomer(f"credit balance {self.credit_balance} cannot cover {-amount}")
         if amount:
             self.trigger_event(self.CreditAdjusted, timestamp=at, amount=amount, reason=reason)
+
+    def set_tax_rate(self, tax_rate: TaxRate | None, at: datetime) -> None:
+        """The tax on this customer's future invoices (None: no tax); issued ones keep theirs."""
+        if tax_rate != self.tax_rate:
+            self.trigger_event(self.TaxRateSet, timestamp=at, tax_rate=tax_rate)
 
     def can_pay_at(self, at: datetime) -> bool:
         """Whether a payment method was on file at ``at`` and had not expired by then."""

@@ -137,6 +137,64 @@ class SubscriptionNotPaused(InvalidTransition):
     code = "subscription_not_paused"
 
 
+class InvalidCoupon(DomainError):
+    code = "invalid_coupon"
+
+
+class CouponAlreadyRegistered(InvalidCoupon):
+    code = "coupon_already_registered"
+
+
+class CouponExpired(InvalidCoupon):
+    code = "coupon_expired"
+
+
+class CouponExhausted(InvalidCoupon):
+    """The coupon reached its maximum number of redemptions."""
+
+    code = "coupon_exhausted"
+
+
+class CouponNotApplicable(InvalidCoupon):
+    """The coupon is restricted to other plans, or is in another currency."""
+
+    code = "coupon_not_applicable"
+
+
+class DiscountInForce(InvalidCoupon):
+    code = "discount_in_force"
+
+
+class InvalidTaxRate(DomainError):
+    code = "invalid_tax_rate"
+
+
+class InvoiceNotOpen(DomainError):
+    code = "invoice_not_open"
+
+
+class PaymentInFlight(DomainError):
+    """A payment request awaits the gateway's answer: nothing else may happen to the
+    invoice's collection until it is recorded."""
+
+    code = "payment_in_flight"
+    final = False  # answered once the gateway's answer is recorded: a retry may succeed
+
+
+class NoRetryDue(DomainError):
+    code = "no_retry_due"
+
+
+class InvalidRefund(DomainError):
+    code = "invalid_refund"
+
+
+class RefundExceedsPaid(InvalidRefund):
+    """Refunds of an invoice never add up to more than was paid for it."""
+
+    code = "refund_exceeds_paid"
+
+
 class TooManyConflicts(DomainError):
     """Concurrent writers kept changing the same aggregates; the command was not applied."""
 

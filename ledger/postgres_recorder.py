@@ -7,12 +7,17 @@ array of composite values. This one keeps the lock, the lock timeout and the NOT
 sends them as one simple query, then one multi-row INSERT ... RETURNING: per command,
 two round trips and a commit. Errors are translated by the datastore as before
 (a duplicate key is ``IntegrityError``: the optimistic-concurrency signal).
+
+It also reads many aggregates' events (and snapshots) in one query, which the library's
+recorder can only do one aggregate at a time: the billing clock and the payment
+processor load hundreds of aggregates per batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import (
     InterfaceError,
@@ -65,3 +70,39 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
             curs.execute(self._preamble)
             curs.execute(self._insert_statement(len(stored_events)), params, prepare=True)
             return [row["notification_id"] for row in curs.fetchall()]
+
+    def select_latest(self, table: str, ids: Sequence[UUID]) -> list[StoredEvent]:
+        """The newest row of each of ``ids`` in ``table`` (a snapshots table), in one query."""
+        statement = SQL(
+            "SELECT DISTINCT ON (originator_id) originator_id, originator_version, topic, state "
+            "FROM {0}.{1} WHERE originator_id = ANY(%s) "
+            "ORDER BY originator_id, originator_version DESC"
+        ).format(Identifier(self.datastore.schema), Identifier(table))
+        rows: list[StoredEvent] = self._select(statement, (list(ids),))
+        return rows
+
+    def select_events_after(self, after: Mapping[UUID, int]) -> list[StoredEvent]:
+        """The events of many aggregates, each after a version, in one query, ordered by
+        aggregate then version (what loading a batch of aggregates needs)."""
+        statement = SQL(
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state FROM {0}.{1} e "
+            "JOIN unnest(%s::uuid[], %s::bigint[]) AS a(id, version) "
+            "ON e.originator_id = a.id AND e.originator_version > a.version "
+            "ORDER BY e.originator_id, e.originator_version"
+        ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        rows: list[StoredEvent] = self._select(statement, (list(after), list(after.values())))
+        return rows
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _select(self, statement: Composed, params: tuple[Any, ...]) -> list[StoredEvent]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, params, prepare=True)
+            return [
+                StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            ]

@@ -2,7 +2,9 @@
 
 ``trialing -> active -> canceled``; ``trialing -> expired`` when a trial ends without a
 payment method; ``active <-> paused`` (a pause may name the day it resumes);
-``past_due`` is for dunning (a failed renewal).
+``active -> past_due`` while an invoice is in dunning, back to ``active`` when it is paid,
+and ``canceled`` or ``unpaid`` (suspended, not billed) when dunning runs out.
+A discount (from a coupon) covers a range of periods and is in force until its last.
 Periods are numbered from the billing anchor; the trial, when there is one, is period -1
 and the anchor is the trial's end. Due transitions (trial end, renewal, scheduled cancel or
 resume) are applied by ``advance`` at the instant they fell due, and every command first advances
@@ -22,10 +24,12 @@ from eventsourcing.domain import Aggregate
 from ledger.calendar import Period, boundary
 from ledger.catalog import MAX_TRIAL_DAYS, Price
 from ledger.clock import ensure_utc
+from ledger.discounts import Discount, discounted_mrr
 from ledger.errors import (
     CancelDateNotInFuture,
     CannotChangeNowWhilePaused,
     CurrencyMismatch,
+    DiscountInForce,
     InvalidTrial,
     NoScheduledCancel,
     ResumeDateNotInFuture,
@@ -46,6 +50,7 @@ class SubscriptionStatus(Enum):
     ACTIVE = "active"
     PAST_DUE = "past_due"
     PAUSED = "paused"
+    UNPAID = "unpaid"
     CANCELED = "canceled"
     EXPIRED = "expired"
 
@@ -61,8 +66,9 @@ class ChangeTiming(StrEnum):
 
 
 class Subscription(Aggregate):
-    # Version 2 added ``resume_at``: snapshots of version 1 are upcast on loading.
-    class_version = 2
+    # Version 2 added ``resume_at``, version 3 ``discount`` and ``failing_invoices``:
+    # older snapshots are upcast on loading.
+    class_version = 3
 
     # State set by the events' apply(); under TYPE_CHECKING because eventsourcing would
     # turn class annotations into constructor fields.
@@ -80,10 +86,17 @@ class Subscription(Aggregate):
         pending_price: Price | None
         resume_at: datetime | None
         ended_at: datetime | None
+        discount: Discount | None
+        failing_invoices: list[UUID]
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, object]) -> None:
         state["resume_at"] = None
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, object]) -> None:
+        state["discount"] = None
+        state["failing_invoices"] = []
 
     class Started(Aggregate.Created):
         customer_id: UUID
@@ -106,6 +119,8 @@ class Subscription(Aggregate):
             sub.pending_price = None
             sub.resume_at = None
             sub.ended_at = None
+            sub.discount = None
+            sub.failing_invoices = []
 
     class TrialEnded(Aggregate.Event):
         converted: bool
@@ -213,6 +228,53 @@ class Subscription(Aggregate):
             sub.status = SubscriptionStatus.ACTIVE
             sub.resume_at = None
 
+    class DiscountApplied(Aggregate.Event):
+        discount: Discount
+
+        def apply(self, sub: Subscription) -> None:
+            sub.discount = self.discount
+
+    class DiscountEnded(Aggregate.Event):
+        discount: Discount
+
+        def apply(self, sub: Subscription) -> None:
+            sub.discount = None
+
+    class PastDue(Aggregate.Event):
+        """A charge for the subscription failed: its invoice is in dunning."""
+
+        invoice_id: UUID
+
+        def apply(self, sub: Subscription) -> None:
+            sub.failing_invoices.append(self.invoice_id)
+            sub.status = SubscriptionStatus.PAST_DUE
+
+    class Recovered(Aggregate.Event):
+        invoice_id: UUID
+
+        def apply(self, sub: Subscription) -> None:
+            sub.failing_invoices.remove(self.invoice_id)
+            if not sub.failing_invoices:
+                sub.status = SubscriptionStatus.ACTIVE
+
+    class DunningExhausted(Aggregate.Event):
+        """Dunning gave up on an invoice: the subscription ends, or is left unpaid."""
+
+        invoice_id: UUID
+        canceled: bool
+
+        def apply(self, sub: Subscription) -> None:
+            sub.failing_invoices = []
+            sub.resume_at = None
+            if self.canceled:
+                sub.status = SubscriptionStatus.CANCELED
+                sub.ended_at = self.timestamp
+                sub.cancel_at = None
+                sub.cancels_at_period_end = False
+                sub.pending_price = None
+            else:
+                sub.status = SubscriptionStatus.UNPAID
+
     @classmethod
     def start(
         cls, id: UUID, customer_id: UUID, price: Price, at: datetime, trial_days: int | None
@@ -255,8 +317,15 @@ class Subscription(Aggregate):
 
     @property
     def mrr(self) -> Money:
-        """Monthly recurring revenue: the price normalised to a month, while billed."""
-        return self.price.mrr if self.status in BILLED else self._zero
+        """Monthly recurring revenue: the discounted price normalised to a month, while
+        billed."""
+        return discounted_mrr(self.price, self.discount) if self.status in BILLED else self._zero
+
+    @property
+    def next_discountable_period(self) -> int:
+        """The first period a coupon applied now can discount: the first paid one of a
+        trial, else the next (the current one was invoiced already)."""
+        return 0 if self.status is SubscriptionStatus.TRIALING else self.period.index + 1
 
     # Commands
 
@@ -290,6 +359,7 @@ class Subscription(Aggregate):
                 anchor, anchor_index = self._anchor_for(price, due)
                 index = self.period.index + 1
                 steps = index - anchor_index
+                self._end_discount_before(index, due)
                 self.trigger_event(
                     self.Renewed,
                     timestamp=due,
@@ -328,8 +398,8 @@ class Subscription(Aggregate):
             return None
         if new.currency != self.price.currency:
             raise CurrencyMismatch(f"cannot move a {self.price.currency} subscription to {new.id}")
-        if self.status is SubscriptionStatus.PAUSED:
-            # Nothing is collected while paused, so a change waits for the next period.
+        if self.status in (SubscriptionStatus.PAUSED, SubscriptionStatus.UNPAID):
+            # Nothing is collected while paused or unpaid: a change waits for the next period.
             if timing is ChangeTiming.NOW:
                 raise CannotChangeNowWhilePaused(
                     "a paused subscription changes plan at period end; resume it first"
@@ -346,6 +416,7 @@ class Subscription(Aggregate):
             )
             return None
         proration, current, anchor, anchor_index = self._change_now(new, at)
+        self._end_discount_before(current.index, at)
         self.trigger_event(
             self.PlanChanged,
             timestamp=at,
@@ -368,16 +439,26 @@ class Subscription(Aggregate):
             # while paused was not).
             if not self.period_billed:
                 return zero, self.period, self.anchor, self.anchor_index
-            proration = prorate_change(self.price.amount, new.amount, self.period, at)
+            proration = prorate_change(
+                self._charged(self.price), self._charged(new), self.period, at
+            )
             return proration, self.period, self.anchor, self.anchor_index
         # A new interval starts a new, billed cycle now: credit the unused old period if it
         # was billed, charge a whole new one (as Stripe does when the interval changes).
         index = self.period.index + 1
         current = Period(index, at, boundary(at, new.interval, 1))
         credit = (
-            unused_part(self.price.amount, self.period, at) if self.period_billed else self._zero
+            unused_part(self._charged(self.price), self.period, at)
+            if self.period_billed
+            else self._zero
         )
         return Proration(credit, new.amount), current, at, index
+
+    def _charged(self, price: Price) -> Money:
+        """What ``price`` costs for the current period, after the discount covering it."""
+        if self.discount is not None and self.discount.covers(self.period.index):
+            return price.amount - self.discount.off(price.amount)
+        return price.amount
 
     def _anchor_for(self, price: Price, start: datetime) -> tuple[datetime, int]:
         """Keeps the anchor while the interval stays; a new interval anchors at ``start``."""
@@ -385,13 +466,44 @@ class Subscription(Aggregate):
             return self.anchor, self.anchor_index
         return start, self.period.index + 1
 
-    def cancel_now(self, at: datetime, refund_unused: bool) -> Money:
-        """Cancels at once; with ``refund_unused``, the unused part of a paid period is
-        returned (the refund itself goes through the gateway that took the payment)."""
+    def _end_discount_before(self, index: int, at: datetime) -> None:
+        if self.discount is not None and self.discount.ends_before(index):
+            self.trigger_event(self.DiscountEnded, timestamp=at, discount=self.discount)
+
+    def apply_discount(self, discount: Discount, at: datetime) -> None:
+        """Applies a coupon's discount; one at a time (a new one once the last ended)."""
+        self._ensure_not_ended("discount")
+        if self.discount is not None:
+            raise DiscountInForce(
+                f"coupon {self.discount.coupon_code!r} is in force on this subscription"
+            )
+        self.trigger_event(self.DiscountApplied, timestamp=at, discount=discount)
+
+    # Collection outcomes (recorded by the payment processor and the billing clock)
+
+    def payment_failed(self, invoice_id: UUID, at: datetime) -> None:
+        """A charge for this subscription failed: past due while it is in dunning."""
+        if self.status in BILLED and invoice_id not in self.failing_invoices:
+            self.trigger_event(self.PastDue, timestamp=at, invoice_id=invoice_id)
+
+    def payment_recovered(self, invoice_id: UUID, at: datetime) -> None:
+        if invoice_id in self.failing_invoices and not self.is_ended:
+            self.trigger_event(self.Recovered, timestamp=at, invoice_id=invoice_id)
+
+    def dunning_exhausted(self, invoice_id: UUID, cancel: bool, at: datetime) -> None:
+        if invoice_id in self.failing_invoices and not self.is_ended:
+            self.trigger_event(
+                self.DunningExhausted, timestamp=at, invoice_id=invoice_id, canceled=cancel
+            )
+
+    def cancel_now(self, at: datetime, refund_unused: bool, paid: Money | None = None) -> Money:
+        """Cancels at once; with ``refund_unused``, the unused part of what was ``paid``
+        for the period (by default its price) is returned (the refund itself goes through
+        the gateway that took the payment)."""
         self._ensure_not_ended("cancel")
         refund = self._zero
         if refund_unused and self.period_billed:
-            refund = unused_part(self.price.amount, self.period, at)
+            refund = unused_part(self.price.amount if paid is None else paid, self.period, at)
         self.trigger_event(self.Canceled, timestamp=at, refund=refund, scheduled=False)
         return refund
 
@@ -440,8 +552,10 @@ class Subscription(Aggregate):
             self.trigger_event(self.ResumeScheduled, timestamp=at, resume_at=resume_at)
 
     def resume(self, at: datetime) -> None:
+        """Resumes a paused subscription, or reactivates an unpaid one: its next period is
+        billed again."""
         self._ensure_not_ended("resume")
-        if self.status is not SubscriptionStatus.PAUSED:
+        if self.status not in (SubscriptionStatus.PAUSED, SubscriptionStatus.UNPAID):
             raise SubscriptionNotPaused(f"the subscription is {self.status.value}, not paused")
         self.trigger_event(self.Resumed, timestamp=at)
 

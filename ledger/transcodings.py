@@ -13,8 +13,11 @@ from eventsourcing.persistence import JSONTranscoder, Transcoding
 from ledger.calendar import Interval, IntervalUnit, Period
 from ledger.catalog import Price
 from ledger.customers import PaymentMethod
+from ledger.discounts import Discount, Duration
+from ledger.invoices import InvoiceLine, InvoiceStatus, LineKind, PaymentRequest, RefundRequest
 from ledger.money import Money
 from ledger.subscriptions import SubscriptionStatus
+from ledger.tax import TaxRate
 
 
 class MoneyAsList(Transcoding):
@@ -70,15 +73,59 @@ class PaymentMethodAsDict(DataclassAsDict):
     name = "payment_method"
 
 
-class SubscriptionStatusAsStr(Transcoding):
+class DiscountAsDict(DataclassAsDict):
+    type = Discount
+    name = "discount"
+
+
+class TaxRateAsDict(DataclassAsDict):
+    type = TaxRate
+    name = "tax_rate"
+
+
+class InvoiceLineAsDict(DataclassAsDict):
+    type = InvoiceLine
+    name = "invoice_line"
+
+
+class PaymentRequestAsDict(DataclassAsDict):
+    type = PaymentRequest
+    name = "payment_request"
+
+
+class RefundRequestAsDict(DataclassAsDict):
+    type = RefundRequest
+    name = "refund_request"
+
+
+class EnumAsStr(Transcoding):
+    """An enum member as its value."""
+
+    def encode(self, obj: Any) -> str:
+        return str(obj.value)
+
+    def decode(self, data: str) -> Any:
+        return self.type(data)
+
+
+class SubscriptionStatusAsStr(EnumAsStr):
     type = SubscriptionStatus
     name = "subscription_status"
 
-    def encode(self, obj: SubscriptionStatus) -> str:
-        return obj.value
 
-    def decode(self, data: str) -> SubscriptionStatus:
-        return SubscriptionStatus(data)
+class InvoiceStatusAsStr(EnumAsStr):
+    type = InvoiceStatus
+    name = "invoice_status"
+
+
+class LineKindAsStr(EnumAsStr):
+    type = LineKind
+    name = "line_kind"
+
+
+class DurationAsStr(EnumAsStr):
+    type = Duration
+    name = "coupon_duration"
 
 
 def register_ledger_transcodings(transcoder: JSONTranscoder) -> None:
@@ -88,6 +135,14 @@ def register_ledger_transcodings(transcoder: JSONTranscoder) -> None:
         PeriodAsList(),
         PriceAsDict(),
         PaymentMethodAsDict(),
+        DiscountAsDict(),
+        TaxRateAsDict(),
+        InvoiceLineAsDict(),
+        PaymentRequestAsDict(),
+        RefundRequestAsDict(),
         SubscriptionStatusAsStr(),
+        InvoiceStatusAsStr(),
+        LineKindAsStr(),
+        DurationAsStr(),
     ):
         transcoder.register(transcoding)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from uuid import uuid4
 
 import pytest
@@ -17,6 +18,7 @@ from ledger.errors import (
     UnknownPaymentMethod,
 )
 from ledger.money import Money
+from ledger.tax import TaxRate
 
 JAN = datetime(2025, 1, 15, tzinfo=UTC)
 
@@ -255,3 +257,36 @@ def test_switching_to_the_current_default_records_nothing() -> None:
     pending = len(customer.pending_events)
     customer.switch_default_payment_method("pm_1", JAN)
     assert len(customer.pending_events) == pending
+
+
+# Tax
+
+
+def test_a_tax_rate_applies_to_future_invoices_and_is_recorded_only_when_it_changes() -> None:
+    customer = ada()
+    vat = TaxRate("VAT", Decimal(20), inclusive=False)
+    customer.collect_events()
+    customer.set_tax_rate(vat, JAN)
+    customer.set_tax_rate(TaxRate("VAT", Decimal("20.0"), inclusive=False), JAN)
+    assert customer.tax_rate == vat
+    [set_rate] = customer.collect_events()
+    assert isinstance(set_rate, Customer.TaxRateSet)
+    customer.set_tax_rate(None, JAN)
+    assert customer.tax_rate is None
+
+
+def test_a_snapshot_taken_before_tax_rates_loads_without_one() -> None:
+    customer = ada()
+    customer.adjust_credit(eur(500), "goodwill", JAN)
+    snapshot = Customer.Snapshot.take(customer)
+    state = {k: v for k, v in snapshot.state.items() if k not in ("tax_rate", "class_version")}
+    old = Customer.Snapshot(
+        originator_id=snapshot.originator_id,
+        originator_version=snapshot.originator_version,
+        timestamp=snapshot.timestamp,
+        topic=snapshot.topic,
+        state=state,
+    )
+    loaded = old.mutate(None)
+    assert isinstance(loaded, Customer)
+    assert (loaded.tax_rate, loaded.credit_balance) == (None, eur(500))

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from pydantic import ValidationError
 
-from commands.schemas import AddPrice, CancelSubscription, parse_command
+from commands.schemas import (
+    AddPrice,
+    CancelSubscription,
+    RefundInvoice,
+    RegisterCoupon,
+    SetTaxRate,
+    StartSubscription,
+    parse_command,
+)
+
+ID = "00000000-0000-0000-0000-000000000001"
 
 
 @pytest.mark.parametrize("amount", ['"1999"', "19.99", "1999.0", "true", "-1"])
@@ -17,12 +29,11 @@ def test_an_amount_is_a_non_negative_integer_of_minor_units(amount: str) -> None
 
 
 def test_a_cancel_on_a_date_needs_the_date_and_only_then() -> None:
-    sub = "00000000-0000-0000-0000-000000000001"
     with pytest.raises(ValidationError, match="cancel_at"):
-        CancelSubscription(command_id="c", subscription_id=sub, when="date")
+        CancelSubscription(command_id="c", subscription_id=ID, when="date")
     with pytest.raises(ValidationError, match="cancel_at"):
         parse_command(
-            '{"type": "cancel_subscription", "command_id": "c", "subscription_id": "' + sub + '", '
+            '{"type": "cancel_subscription", "command_id": "c", "subscription_id": "' + ID + '", '
             '"when": "now", "cancel_at": "2030-01-01T00:00:00Z"}'
         )
 
@@ -34,3 +45,64 @@ def test_unknown_types_and_fields_are_refused() -> None:
         parse_command('{"type": "archive_plan", "command_id": "x", "plan_code": "a", "extra": 1}')
     with pytest.raises(ValidationError):
         parse_command('{"type": "archive_plan", "command_id": "", "plan_code": "a"}')
+
+
+def coupon(fields: str) -> RegisterCoupon:
+    command = parse_command(
+        '{"type": "register_coupon", "command_id": "c", "code": "SPRING", ' + fields + "}"
+    )
+    assert isinstance(command, RegisterCoupon)
+    return command
+
+
+def test_a_coupon_takes_an_exact_percentage_or_an_amount_with_its_currency() -> None:
+    assert coupon('"percent_off": 12.5').percent_off == Decimal("12.5")
+    assert coupon('"percent_off": "33.33"').percent_off == Decimal("33.33")
+    flat = coupon('"amount_off": 500, "currency": "EUR", "duration": "forever"')
+    assert (flat.amount_off, flat.currency, flat.duration) == (500, "EUR", "forever")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        "",  # neither
+        '"percent_off": 10, "amount_off": 500, "currency": "EUR"',  # both
+        '"amount_off": 500',  # an amount without its currency
+        '"percent_off": 10, "currency": "EUR"',  # a currency without an amount
+        '"amount_off": "500", "currency": "EUR"',  # not an integer of minor units
+        '"amount_off": 5.5, "currency": "EUR"',
+        '"amount_off": 0, "currency": "EUR"',
+        '"percent_off": 101',
+        '"percent_off": "12.34567"',
+        '"percent_off": 10, "duration": "twice"',
+        '"percent_off": 10, "duration": "repeating", "duration_periods": 0',
+        '"percent_off": 10, "expires_at": "2030-01-01T00:00:00"',  # no time zone
+    ],
+)
+def test_a_coupon_that_cannot_be_read_one_way_is_refused(fields: str) -> None:
+    with pytest.raises(ValidationError):
+        coupon(fields)
+
+
+def test_a_coupon_code_is_what_a_customer_can_type() -> None:
+    start = StartSubscription(command_id="s", customer_id=ID, plan_code="pro", coupon="SPRING-25")
+    assert start.coupon == "SPRING-25"
+    with pytest.raises(ValidationError):
+        StartSubscription(command_id="s", customer_id=ID, plan_code="pro", coupon="25 %")
+
+
+def test_a_tax_rate_is_an_exact_percent_added_unless_said_included() -> None:
+    rate = SetTaxRate(command_id="t", customer_id=ID, percent=Decimal("8.875"))
+    assert (rate.name, rate.percent, rate.inclusive) == ("VAT", Decimal("8.875"), False)
+    with pytest.raises(ValidationError):
+        SetTaxRate(command_id="t", customer_id=ID, percent=Decimal("8.87512"))
+
+
+@pytest.mark.parametrize("amount", ["0", "-100", '"100"', "1.5"])
+def test_a_refund_amount_is_a_positive_integer_of_minor_units(amount: str) -> None:
+    raw = '{"type": "refund_invoice", "command_id": "r", "invoice_id": "' + ID + '"'
+    everything_left = parse_command(raw + "}")
+    assert isinstance(everything_left, RefundInvoice)
+    assert everything_left.amount is None
+    with pytest.raises(ValidationError):
+        parse_command(raw + f', "amount": {amount}}}')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import TypeVar
 from uuid import uuid4
 
@@ -12,9 +13,11 @@ from hypothesis import strategies as st
 
 from ledger.calendar import Interval, IntervalUnit, Period
 from ledger.catalog import Price, price_id
+from ledger.discounts import Discount
 from ledger.errors import (
     CancelDateNotInFuture,
     CurrencyMismatch,
+    DiscountInForce,
     InvalidTrial,
     NoScheduledCancel,
     ResumeDateNotInFuture,
@@ -71,6 +74,11 @@ BASIC = price("basic", 1000)
 PRO = price("pro", 2000)
 PRO_YEARLY = price("pro", 24000, YEAR)
 BASIC_WITH_TRIAL = price("basic", 1000, trial_days=14)
+INVOICE = uuid4()
+
+
+def half_off(first: int, last: int | None) -> Discount:
+    return Discount("HALF", Decimal(50), None, first, last)
 
 
 def subscribe(to: Price, at: datetime = JAN_31, trial_days: int | None = None) -> Subscription:
@@ -470,10 +478,11 @@ def test_a_scheduled_resume_is_refused_in_the_past_and_dropped_by_cancel_or_resu
     assert (resumed.resume_at, resumed.due_at) == (None, MAY_1)
 
 
-def test_a_snapshot_taken_before_scheduled_resumes_loads_without_one() -> None:
-    sub = subscribe(BASIC, at=APRIL_1)
+def old_snapshot(sub: Subscription, version: int, *added_since: str) -> Subscription:
+    """``sub`` loaded from a snapshot of class ``version``, before ``added_since`` existed."""
     snapshot = Subscription.Snapshot.take(sub)
-    state = {k: v for k, v in snapshot.state.items() if k not in ("resume_at", "class_version")}
+    state = {k: v for k, v in snapshot.state.items() if k not in added_since}
+    state["class_version"] = version
     old = Subscription.Snapshot(
         originator_id=snapshot.originator_id,
         originator_version=snapshot.originator_version,
@@ -483,7 +492,23 @@ def test_a_snapshot_taken_before_scheduled_resumes_loads_without_one() -> None:
     )
     loaded = old.mutate(None)
     assert isinstance(loaded, Subscription)
+    return loaded
+
+
+def test_a_snapshot_taken_before_scheduled_resumes_loads_without_one() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    loaded = old_snapshot(sub, 1, "resume_at", "discount", "failing_invoices")
     assert (loaded.resume_at, loaded.due_at) == (None, MAY_1)
+    assert (loaded.discount, loaded.failing_invoices) == (None, [])
+
+
+def test_a_snapshot_taken_before_discounts_and_dunning_loads_without_them() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    loaded = old_snapshot(sub, 2, "discount", "failing_invoices")
+    assert (loaded.discount, loaded.failing_invoices, loaded.mrr) == (None, [], eur(1000))
+    # What it loaded to works as a subscription of today.
+    loaded.payment_failed(INVOICE, MID_APRIL)
+    assert (loaded.status, loaded.failing_invoices) == (SubscriptionStatus.PAST_DUE, [INVOICE])
 
 
 def test_only_an_active_subscription_pauses_and_only_a_paused_one_resumes() -> None:
@@ -491,6 +516,152 @@ def test_only_an_active_subscription_pauses_and_only_a_paused_one_resumes() -> N
         subscribe(BASIC_WITH_TRIAL).pause(JAN_31 + timedelta(days=1))
     with pytest.raises(SubscriptionNotPaused, match="active, not paused"):
         subscribe(BASIC).resume(JAN_31 + timedelta(days=1))
+
+
+# Discounts
+
+
+def test_a_discount_is_in_force_from_when_it_is_applied_until_its_last_period() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    sub.apply_discount(half_off(1, 2), MID_APRIL)
+    assert (sub.discount, sub.mrr) == (half_off(1, 2), eur(500))
+    [applied] = recorded(sub, Subscription.DiscountApplied)
+    assert applied.discount == half_off(1, 2)
+    sub.advance(utc(2025, 6, 15), can_pay=always)  # periods 1 and 2
+    assert sub.mrr == eur(500)
+    assert recorded(sub, Subscription.DiscountEnded) == []
+    sub.advance(utc(2025, 7, 1), can_pay=always)  # period 3: the discount ended first
+    events = sub.collect_events()
+    assert [type(e) for e in events] == [Subscription.DiscountEnded, Subscription.Renewed]
+    assert events[0].timestamp == utc(2025, 7, 1)
+    assert (sub.discount, sub.mrr) == (None, eur(1000))
+
+
+def test_a_new_billing_cycle_ends_a_discount_that_does_not_cover_it() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    sub.apply_discount(half_off(0, 0), APRIL_1)
+    sub.collect_events()
+    sub.change_price(PRO_YEARLY, MID_APRIL)  # period 1 starts now
+    assert [type(e) for e in sub.collect_events()] == [
+        Subscription.DiscountEnded,
+        Subscription.PlanChanged,
+    ]
+    assert sub.mrr == eur(2000)
+
+
+def test_a_forever_discount_follows_the_subscription_to_a_new_price() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    sub.apply_discount(half_off(1, None), APRIL_1)
+    sub.change_price(PRO, MID_APRIL)
+    assert sub.mrr == eur(1000)
+    sub.advance(utc(2026, 4, 1), can_pay=always)
+    assert (sub.discount, sub.mrr) == (half_off(1, None), eur(1000))
+
+
+def test_one_discount_at_a_time_and_none_on_an_ended_subscription() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    sub.apply_discount(half_off(1, 1), APRIL_1)
+    with pytest.raises(DiscountInForce, match="'HALF' is in force"):
+        sub.apply_discount(half_off(1, 1), MID_APRIL)
+    sub.advance(utc(2025, 6, 1), can_pay=always)  # it ended with period 1
+    sub.apply_discount(half_off(3, 3), utc(2025, 6, 2))
+    sub.cancel_now(utc(2025, 6, 3), refund_unused=False)
+    with pytest.raises(SubscriptionAlreadyCanceled, match="discount"):
+        sub.apply_discount(half_off(4, 4), utc(2025, 6, 4))
+
+
+def test_a_paused_or_trialing_subscription_brings_no_mrr_whatever_its_discount() -> None:
+    trialing = subscribe(BASIC_WITH_TRIAL)
+    trialing.apply_discount(half_off(0, None), JAN_31)
+    assert trialing.mrr == eur(0)
+    paused = subscribe(BASIC, at=APRIL_1)
+    paused.apply_discount(half_off(0, None), APRIL_1)
+    paused.pause(MID_APRIL)
+    assert paused.mrr == eur(0)
+
+
+# Dunning
+
+
+def test_a_failed_charge_makes_the_subscription_past_due_and_a_payment_active_again() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    sub.payment_failed(INVOICE, APRIL_1)
+    sub.payment_failed(INVOICE, utc(2025, 4, 2))  # the same invoice failing again
+    assert (sub.status, sub.failing_invoices, sub.mrr) == (
+        SubscriptionStatus.PAST_DUE,
+        [INVOICE],
+        eur(1000),  # still billed: past due is not churn
+    )
+    [past_due] = recorded(sub, Subscription.PastDue)
+    assert past_due.invoice_id == INVOICE
+    sub.advance(utc(2025, 5, 15), can_pay=always)
+    assert [e.billed for e in recorded(sub, Subscription.Renewed)] == [True]
+    sub.payment_recovered(INVOICE, utc(2025, 5, 16))
+    sub.payment_recovered(INVOICE, utc(2025, 5, 17))  # recorded once
+    assert (status(sub), sub.failing_invoices) == (SubscriptionStatus.ACTIVE, [])
+    assert len(recorded(sub, Subscription.Recovered)) == 1
+
+
+def test_a_subscription_is_past_due_until_every_failing_invoice_is_paid() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    upgrade = uuid4()
+    sub.payment_failed(INVOICE, APRIL_1)
+    sub.payment_failed(upgrade, MID_APRIL)
+    sub.payment_recovered(INVOICE, utc(2025, 4, 20))
+    assert (sub.status, sub.failing_invoices) == (SubscriptionStatus.PAST_DUE, [upgrade])
+    sub.payment_recovered(upgrade, utc(2025, 4, 21))
+    assert status(sub) is SubscriptionStatus.ACTIVE
+
+
+def test_only_a_billed_subscription_goes_past_due() -> None:
+    paused = subscribe(BASIC, at=APRIL_1)
+    paused.pause(MID_APRIL)
+    paused.collect_events()
+    paused.payment_failed(INVOICE, MID_APRIL)
+    assert (paused.status, paused.collect_events()) == (SubscriptionStatus.PAUSED, [])
+
+
+def test_when_dunning_gives_up_the_subscription_is_canceled() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    sub.cancel_at_period_end(APRIL_1)
+    sub.payment_failed(INVOICE, APRIL_1)
+    sub.dunning_exhausted(INVOICE, cancel=True, at=utc(2025, 4, 8))
+    assert (sub.status, sub.ended_at, sub.cancel_at, sub.due_at, sub.mrr) == (
+        SubscriptionStatus.CANCELED,
+        utc(2025, 4, 8),
+        None,
+        None,
+        eur(0),
+    )
+    [exhausted] = recorded(sub, Subscription.DunningExhausted)
+    assert (exhausted.invoice_id, exhausted.canceled) == (INVOICE, True)
+    sub.dunning_exhausted(INVOICE, cancel=True, at=utc(2025, 4, 9))
+    sub.payment_recovered(INVOICE, utc(2025, 4, 9))
+    assert sub.collect_events() == []
+
+
+def test_when_dunning_gives_up_the_subscription_may_be_left_unpaid_and_unbilled() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    sub.payment_failed(INVOICE, APRIL_1)
+    sub.dunning_exhausted(INVOICE, cancel=False, at=utc(2025, 4, 8))
+    assert (sub.status, sub.ended_at, sub.failing_invoices, sub.mrr) == (
+        SubscriptionStatus.UNPAID,
+        None,
+        [],
+        eur(0),
+    )
+    sub.collect_events()
+    sub.advance(utc(2025, 6, 15), can_pay=always)
+    assert [e.billed for e in recorded(sub, Subscription.Renewed)] == [False, False]
+    sub.payment_failed(uuid4(), utc(2025, 6, 16))  # not billed: no dunning either
+    assert status(sub) is SubscriptionStatus.UNPAID
+
+
+def test_dunning_that_ends_for_an_invoice_not_in_dunning_changes_nothing() -> None:
+    sub = subscribe(BASIC, at=APRIL_1)
+    sub.dunning_exhausted(INVOICE, cancel=True, at=MID_APRIL)
+    sub.payment_recovered(INVOICE, MID_APRIL)
+    assert (sub.status, sub.collect_events()) == (SubscriptionStatus.ACTIVE, [])
 
 
 # A subscription that ended stays ended
