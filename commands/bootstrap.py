@@ -8,6 +8,8 @@ import psycopg
 from psycopg import sql
 
 from commands.settings import Settings, persistence_env
+from gateways.port import Gateways
+from gateways.sandbox import SandboxGateway
 from ledger.application import Ledger
 from projections import all_projections
 from projections.database import Database, PostgresDatabase, SQLiteDatabase
@@ -40,11 +42,22 @@ def prepare_storage(env: dict[str, str]) -> None:
             )
 
 
-def bootstrap(database_url: str | None = None) -> Ledger:
-    """The ledger on ``database_url``, or on ``SUBLEDGER_DATABASE_URL`` / the default."""
-    env = persistence_env(database_url or Settings().database_url)
+def bootstrap(database_url: str | None = None, settings: Settings | None = None) -> Ledger:
+    """The ledger on ``database_url``, or on ``SUBLEDGER_DATABASE_URL`` / the default,
+    with the business's billing rules from settings."""
+    settings = settings or Settings()
+    env = persistence_env(database_url or settings.database_url)
     prepare_storage(env)
-    return Ledger(env=env)
+    ledger = Ledger(env=env)
+    ledger.dunning_policy = settings.dunning_policy()
+    return ledger
+
+
+def gateways(settings: Settings | None = None) -> Gateways:
+    """The payment gateways payment methods can name: the sandbox for now."""
+    settings = settings or Settings()
+    Path(settings.sandbox_path).parent.mkdir(parents=True, exist_ok=True)
+    return Gateways([SandboxGateway(settings.sandbox_path)])
 
 
 def projection_database(env: dict[str, str]) -> Database:

@@ -6,6 +6,7 @@ import json
 import shlex
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -23,14 +24,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from commands import reports
-from commands.bootstrap import bootstrap, projector
+from commands.accounts import subscription_view
+from commands.billing_clock import BillingClock
+from commands.bootstrap import bootstrap, gateways, projector
 from commands.demo import DemoReport, project, run_demo
 from commands.dispatch import handle
-from commands.handlers import subscription_view
+from commands.payments import PaymentProcessor
+from commands.quotes import quote_change, quote_signup
 from commands.schemas import parse_command
 from commands.settings import (
     DEFAULT_DEMO_DATABASE_URL,
     InvalidDatabaseUrl,
+    Settings,
     configured_database_url,
     sqlite_path,
 )
@@ -87,6 +92,8 @@ def _ledger(database_url: str | None) -> Iterator[Ledger]:
             yield ledger
     except InvalidDatabaseUrl as error:
         raise _fail("invalid_database_url", str(error), 2) from None
+    except ValidationError as error:
+        raise _fail("invalid_settings", str(error), 2) from None
     except (PersistenceError, psycopg.Error, sqlite3.Error, OSError) as error:
         raise _fail("database_error", f"cannot use the database: {error}", 2) from None
 
@@ -139,12 +146,12 @@ def demo(
         if ledger.recorder.max_notification_id():
             raise _fail("database_not_empty", f"the demo needs an empty database, not {url}", 2)
         if as_json:
-            report = run_demo(ledger, customers, months, seed)
+            report = run_demo(ledger, projections, customers, months, seed)
             project(report, projections)
             _print_json(report.as_json() | {"database_url": url})
             return
         with _progress("simulating", "days") as advance:
-            report = run_demo(ledger, customers, months, seed, on_day=advance)
+            report = run_demo(ledger, projections, customers, months, seed, on_day=advance)
         with _progress("projecting", "events") as advance:
             project(report, projections, advance)
         _show_demo(report, url)
@@ -179,6 +186,7 @@ def _show_demo(report: DemoReport, url: str) -> None:
         _counts("Refused commands", "code", dict(sorted(report.rejections.items())))
     whole = list(report.revenue.values())
     reports.movements(console, whole, f"MRR movements, {report.started:%Y-%m-%d} to the end")
+    _show_billing(report)
     recent = list(report.recent.values())
     if recent:
         last = recent[0]
@@ -188,6 +196,21 @@ def _show_demo(report: DemoReport, url: str) -> None:
             f"Explore it: .venv/bin/subledger {command} --database-url {shlex.quote(url)}",
             soft_wrap=True,
         )
+
+
+def _show_billing(report: DemoReport) -> None:
+    billing = Table(title="Billed and collected over the demo")
+    billing.add_column("")
+    for currency in report.revenue:
+        billing.add_column(currency, justify="right")
+    figures = list(report.revenue.values())
+    for label, minor in (("collected", "collected"), ("refunded", "refunded")):
+        billing.add_row(label, *(str(Money(getattr(f, minor), f.currency)) for f in figures))
+    billing.add_row("failed payments", *(str(f.failed_payments) for f in figures))
+    billing.add_row("recovered by dunning", *(str(f.recovered_payments) for f in figures))
+    console.print(billing)
+    verdict = "balances" if report.journal_balanced else "DOES NOT BALANCE"
+    console.print(f"Double-entry journal: every entry {verdict}.")
 
 
 @app.command()
@@ -285,6 +308,77 @@ def subscription(
 
 
 @app.command()
+def quote(
+    plan: Annotated[str, typer.Option(help="The plan to sign up to or change to.")],
+    interval: Annotated[
+        str | None, typer.Option(help="Billing interval (default: month, or the current one).")
+    ] = None,
+    customer: Annotated[
+        UUID | None, typer.Option(help="A customer (their tax rate and credit apply).")
+    ] = None,
+    currency: Annotated[
+        str | None, typer.Option(help="A prospect's currency (without --customer).")
+    ] = None,
+    coupon: Annotated[str | None, typer.Option(help="A coupon code to redeem.")] = None,
+    trial_days: Annotated[int | None, typer.Option(min=0, help="A per-signup trial.")] = None,
+    subscription_id: Annotated[
+        UUID | None,
+        typer.Option("--subscription", help="Quote a plan change of this subscription."),
+    ] = None,
+    when: Annotated[
+        str | None, typer.Option(help="For a change: now or period_end (default: by rule).")
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Preview what a signup or a plan change would invoice, recording nothing.
+
+    A signup with a trial shows the invoice due at the trial's end.
+    """
+    with _ledger(database_url) as ledger:
+        now = SystemClock().now()
+        try:
+            if subscription_id is not None:
+                if when not in (None, "now", "period_end"):
+                    raise _fail("invalid_when", "--when is now or period_end", 2)
+                answer = quote_change(ledger, subscription_id, plan, now, interval, when)
+            else:
+                if customer is None and currency is None:
+                    raise _fail("missing_currency", "give --customer or --currency", 2)
+                answer = quote_signup(
+                    ledger, plan, interval or "month", now, customer, currency, coupon, trial_days
+                )
+        except DomainError as refusal:
+            raise _fail(refusal.code, str(refusal)) from None
+    _print_json(answer)
+
+
+@app.command()
+def serve(
+    once: Annotated[bool, typer.Option(help="Run one tick and stop.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Keep the ledger running: projections, the billing clock and the payment processor,
+    one tick every SUBLEDGER_SERVE_INTERVAL seconds, against the system clock."""
+    settings = Settings()
+    clock = SystemClock()
+    with _projector(database_url) as projections:
+        ledger = projections.ledger
+        billing_clock = BillingClock(ledger, projections, clock)
+        processor = PaymentProcessor(ledger, gateways(settings), projections.database, clock)
+        while True:
+            ticked = billing_clock.tick()
+            paid = processor.run()
+            errors.print(
+                f"{clock.now():%Y-%m-%d %H:%M:%S} due: {ticked.subscriptions} subscriptions, "
+                f"{ticked.retries} retries, {ticked.gave_up} given up; payments: "
+                f"{paid.charged} charged, {paid.declined} declined, {paid.refunded} refunded"
+            )
+            if once:
+                return
+            time.sleep(settings.serve_interval)
+
+
+@app.command()
 def stats(
     start: Annotated[
         datetime | None,
@@ -300,11 +394,12 @@ def stats(
     database_url: DatabaseUrl = None,
     as_json: AsJson = False,
 ) -> None:
-    """Revenue figures: MRR, ARR, MRR movements, churn, ARPU, LTV, NRR, trials.
+    """Revenue figures: MRR, ARR, MRR movements, churn, ARPU, LTV, NRR, trials, and
+    money collected, refunded, failed and recovered payments.
 
-    Levels (MRR, customers) are at the end of --to; movements and rates are over --from
-    to --to, both days included (UTC). Brings the projections up to date first. Amounts
-    in JSON are in minor units; docs/metrics.md defines every figure.
+    Levels (MRR, customers) are at the end of --to; movements, payments and rates are
+    over --from to --to, both days included (UTC). Brings the projections up to date
+    first. Amounts in JSON are in minor units; docs/metrics.md defines every figure.
     """
     with _projector(database_url) as projections:
         projections.catch_up()
@@ -342,6 +437,7 @@ def stats(
         return
     reports.headline(console, figures, f"Revenue, {from_day} to {to_day}")
     reports.movements(console, figures, f"MRR movements, {from_day} to {to_day}")
+    reports.payments(console, figures, f"Payments, {from_day} to {to_day}")
     reports.subscribers(console, figures)
     for c, month_figures in by_month.items():
         reports.months(console, c, month_figures)

@@ -1,11 +1,14 @@
-"""The showcase: a year of a subscription business, simulated in seconds.
+"""The showcase: a year of a subscription business, billed for real, in seconds.
 
 A simulated clock walks day by day. Customers sign up (some with a trial, some with a
-card, a few first sending a raw card number, which is refused), trials convert or lapse,
-subscribers upgrade, downgrade, pause (some until a date), resume and cancel in all
-three ways, and the clock renews what is due. Five in a hundred commands are delivered
-twice, as a bus may do: the ledger must not change on the second delivery. The same seed
-gives the same ledger.
+card, a few first sending a raw card number, which is refused, some with a welcome
+coupon, some with VAT), trials convert or lapse, subscribers upgrade, downgrade, pause
+(some until a date), resume and cancel in all three ways; customers who left may come
+back with a win-back coupon. Every day the billing clock renews what is due and the
+payment processor charges the sandbox gateway: some cards decline (soft, hard, or until
+the account is topped up), dunning retries, some customers bring a new card, some ask
+for a refund. Five in a hundred commands are delivered twice, as a bus may do: the
+ledger must not change on the second delivery. The same seed gives the same ledger.
 """
 
 from __future__ import annotations
@@ -19,16 +22,22 @@ from typing import Any
 from uuid import UUID
 
 from commands import schemas as s
+from commands.billing_clock import BillingClock
 from commands.dispatch import handle
-from commands.lifecycle import advance_subscription
+from commands.payments import PaymentProcessor
+from gateways.port import Gateways
+from gateways.sandbox import SandboxGateway
 from ledger.application import Ledger
 from ledger.calendar import Interval, IntervalUnit, boundary
 from ledger.clock import SimulatedClock
 from ledger.errors import DomainError
-from ledger.subscriptions import Subscription, SubscriptionStatus
+from ledger.invoices import period_invoice_id
+from ledger.subscriptions import SubscriptionStatus
 from projections import stats
+from projections.journal import journal_balanced
 from projections.runner import Progress, Projector
 from projections.stats import Figures
+from projections.values import read_int, read_maybe_instant, read_uuid
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 CURRENCIES = {"EUR": 0.6, "USD": 0.4}
@@ -44,6 +53,24 @@ TRIAL_DAYS = 14
 P_UPGRADE, P_DOWNGRADE, P_PAUSE, P_RESUME = 0.0015, 0.001, 0.0007, 0.03
 P_CANCEL_END, P_CANCEL_NOW, P_CANCEL_DATE, P_REVOKE = 0.0012, 0.0003, 0.0003, 0.02
 P_REDELIVER, P_CARD_NUMBER, P_CARD_AT_SIGNUP, P_CARD_IN_TRIAL = 0.05, 0.02, 0.6, 0.04
+P_WELCOME, P_VAT, P_WINBACK, P_NEW_CARD_IN_DUNNING, P_REFUND = 0.15, 0.3, 0.01, 0.1, 0.0005
+# Cards that decline: insufficient funds for good (soft), expired (hard), or until the
+# account is topped up after two declines; every other token is charged.
+BAD_CARDS = {
+    "tok_chargeDeclinedInsufficientFunds": 0.04,
+    "tok_chargeDeclinedExpiredCard": 0.02,
+    "tok_recoversAfter_2": 0.04,
+}
+COUPONS: list[dict[str, Any]] = [
+    {"code": "WELCOME20", "name": "Welcome, 20% off the first month", "percent_off": "20"},
+    {
+        "code": "WINBACK50",
+        "name": "Come back: 50% off three months",
+        "percent_off": "50",
+        "duration": "repeating",
+        "duration_periods": 3,
+    },
+]
 
 
 @dataclass
@@ -64,6 +91,7 @@ class DemoReport:
     # From the revenue projection, per currency: over the whole demo, and its last days.
     revenue: dict[str, Figures] = field(default_factory=dict)
     recent: dict[str, Figures] = field(default_factory=dict)
+    journal_balanced: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +109,11 @@ class DemoReport:
             "mrr_movements": {
                 currency: figures.movements.as_json() for currency, figures in self.revenue.items()
             },
+            "collected": {currency: f.collected for currency, f in self.revenue.items()},
+            "refunded": {currency: f.refunded for currency, f in self.revenue.items()},
+            "failed_payments": sum(f.failed_payments for f in self.revenue.values()),
+            "recovered_payments": sum(f.recovered_payments for f in self.revenue.values()),
+            "journal_balanced": self.journal_balanced,
             "commands": self.commands,
             "redeliveries": self.redeliveries,
             "events_added_by_redeliveries": self.redelivery_events,
@@ -88,20 +121,41 @@ class DemoReport:
         }
 
 
+@dataclass(frozen=True)
+class Live:
+    """A subscription as the projections show it, which is all a customer acts on."""
+
+    subscription_id: UUID
+    customer_id: UUID
+    status: str
+    plan_code: str
+    period_index: int
+    cancel_at: datetime | None
+
+
 class Business:
     """Drives the ledger like the business's services and its customers would."""
 
-    def __init__(self, ledger: Ledger, seed: int, months: int) -> None:
+    def __init__(self, ledger: Ledger, projector: Projector, seed: int, months: int) -> None:
         self.ledger = ledger
+        self.projector = projector
         self.rng = random.Random(seed)
         self.seed = seed
         self.clock = SimulatedClock(START)
+        self.billing_clock = BillingClock(ledger, projector, self.clock)
+        self.processor = PaymentProcessor(
+            ledger,
+            Gateways([SandboxGateway()]),
+            projector.database,
+            self.clock,
+            wait=lambda *_: None,  # simulated time: a retried request needs no real wait
+        )
         self.report = DemoReport(
             seed, months, START, boundary(START, Interval(IntervalUnit.MONTH), months)
         )
-        self.due: dict[UUID, datetime] = {}
-        self.subscriptions: dict[UUID, Subscription] = {}
         self.customer_has_card: dict[UUID, bool] = {}
+        self.currency_of: dict[UUID, str] = {}
+        self.left: list[UUID] = []  # customers whose subscription ended: win-back targets
         self._next = 0
 
     def send(self, command_type: type[s.Command], **fields: Any) -> dict[str, Any] | None:
@@ -116,8 +170,6 @@ class Business:
             return None
         if self.rng.random() < P_REDELIVER:
             self.redeliver(command, result)
-        if "subscription_id" in result:
-            self._track(self.ledger.subscription(UUID(result["subscription_id"])))
         return result
 
     def redeliver(self, command: s.Command, first: dict[str, Any]) -> None:
@@ -127,17 +179,18 @@ class Business:
         self.report.redeliveries += 1
         self.report.redelivery_events += (self.ledger.recorder.max_notification_id() or 0) - before
 
-    def _track(self, sub: Subscription) -> None:
-        self.subscriptions[sub.id] = sub
-        if sub.due_at is None:
-            self.due.pop(sub.id, None)
-        else:
-            self.due[sub.id] = sub.due_at
-
-    def advance_due(self) -> None:
-        now = self.clock.now()
-        for subscription_id in [i for i, due in self.due.items() if due <= now]:
-            self._track(advance_subscription(self.ledger, subscription_id, now))
+    def live(self) -> list[Live]:
+        """The subscriptions not ended, from the projections brought up to date."""
+        self.projector.catch_up()
+        rows = self.projector.database.query(
+            "SELECT subscription_id, customer_id, status, plan_code, period_index, cancel_at "
+            "FROM current_subscriptions WHERE status NOT IN ('canceled', 'expired') "
+            "ORDER BY started_at, subscription_id"
+        )
+        return [
+            Live(read_uuid(a), read_uuid(b), status, plan, read_int(index), read_maybe_instant(c))
+            for a, b, status, plan, index, c in rows
+        ]
 
     def open_catalog(self) -> None:
         for code, name, monthly, annual, features in CATALOG:
@@ -158,6 +211,8 @@ class Business:
                         interval=interval,
                         trial_days=TRIAL_DAYS,
                     )
+        for coupon in COUPONS:
+            self.send(s.RegisterCoupon, public=coupon["code"] == "WELCOME20", **coupon)
 
     def sign_up(self, number: int) -> None:
         currency = self._pick(CURRENCIES)
@@ -170,23 +225,38 @@ class Business:
         if customer is None:
             return
         customer_id = UUID(customer["customer_id"])
+        self.currency_of[customer_id] = currency
+        if currency == "EUR" and self.rng.random() < P_VAT:
+            self.send(s.SetTaxRate, customer_id=customer_id, name="VAT", percent="20")
         if self.rng.random() < P_CARD_AT_SIGNUP:
             self.add_card(customer_id)
+        coupon = "WELCOME20" if self.rng.random() < P_WELCOME else None
+        self.subscribe(customer_id, coupon)
+
+    def subscribe(self, customer_id: UUID, coupon: str | None) -> None:
         self.send(
             s.StartSubscription,
             customer_id=customer_id,
             plan_code=self._pick(PLAN_WEIGHTS),
             interval="year" if self.rng.random() < 0.2 else "month",
             trial_days=None if self.rng.random() < 0.6 else 0,
+            coupon=coupon,
         )
 
-    def add_card(self, customer_id: UUID) -> None:
+    def add_card(self, customer_id: UUID, good: bool = False) -> None:
         if self.rng.random() < P_CARD_NUMBER:
             # A careless integration sends the card number itself: refused, never stored.
-            self._card(customer_id, token="4242 4242 4242 4242")
-        self._card(customer_id, token=f"tok_{self.rng.getrandbits(64):016x}")
+            self._card(customer_id, token="4242 4242 4242 4242", default=good)
+        token = f"tok_{self.rng.getrandbits(64):016x}"
+        roll = self.rng.random()
+        for bad, chance in BAD_CARDS.items():
+            if not good and roll < chance:
+                token = bad
+                break
+            roll -= chance
+        self._card(customer_id, token=token, default=good)
 
-    def _card(self, customer_id: UUID, token: str) -> None:
+    def _card(self, customer_id: UUID, token: str, default: bool) -> None:
         result = self.send(
             s.AddPaymentMethod,
             customer_id=customer_id,
@@ -196,27 +266,39 @@ class Business:
             last4=f"{self.rng.randrange(10_000):04d}",
             exp_month=self.rng.randint(1, 12),
             exp_year=START.year + self.rng.randint(3, 6),
+            make_default=default,
         )
         if result is not None:
             self.customer_has_card[customer_id] = True
 
-    def act(self, sub: Subscription) -> None:
+    def act(self, sub: Live) -> None:
         """What one subscriber may do today."""
         roll = self.rng.random()
-        if sub.status is SubscriptionStatus.TRIALING:
+        if sub.status == SubscriptionStatus.TRIALING.value:
             if not self.customer_has_card.get(sub.customer_id) and roll < P_CARD_IN_TRIAL:
                 self.add_card(sub.customer_id)
             return
-        if sub.status is SubscriptionStatus.PAUSED:
-            if roll < P_RESUME:
-                self.send(s.ResumeSubscription, subscription_id=sub.id)
+        if sub.status == SubscriptionStatus.PAST_DUE.value:
+            # A reminder email works sometimes: a new card, which is retried at once.
+            if roll < P_NEW_CARD_IN_DUNNING:
+                self.add_card(sub.customer_id, good=True)
+            return
+        if sub.status in (SubscriptionStatus.PAUSED.value, SubscriptionStatus.UNPAID.value):
+            if sub.status == SubscriptionStatus.PAUSED.value and roll < P_RESUME:
+                self.send(s.ResumeSubscription, subscription_id=sub.subscription_id)
             return
         if sub.cancel_at is not None:
             if roll < P_REVOKE:
-                self.send(s.RevokeCancel, subscription_id=sub.id)
+                self.send(s.RevokeCancel, subscription_id=sub.subscription_id)
             return
+        if roll < P_REFUND:
+            # A goodwill refund of part of the period's invoice.
+            invoice_id = period_invoice_id(sub.subscription_id, sub.period_index)
+            self.send(s.RefundInvoice, invoice_id=invoice_id, amount=100, reason="goodwill")
+            return
+        roll -= P_REFUND
         codes = [code for code, *_ in CATALOG]
-        rank = codes.index(sub.price.plan_code)
+        rank = codes.index(sub.plan_code)
         cancel_on = self.clock.now() + timedelta(days=5 + int(roll * 1e9) % 56)
         resume_on = self.clock.now() + timedelta(days=14 + int(roll * 1e9) % 42)
         choices: list[tuple[float, type[s.Command], dict[str, Any]]] = [
@@ -232,31 +314,46 @@ class Business:
             choices.append((P_DOWNGRADE, s.ChangePlan, {"plan_code": codes[rank - 1]}))
         for chance, command_type, fields in choices:
             if roll < chance:
-                self.send(command_type, subscription_id=sub.id, **fields)
+                self.send(command_type, subscription_id=sub.subscription_id, **fields)
                 return
             roll -= chance
 
+    def win_back(self) -> None:
+        """Some customers who left come back, with the win-back coupon."""
+        for customer_id in list(self.left):
+            if self.rng.random() < P_WINBACK:
+                self.left.remove(customer_id)
+                self.subscribe(customer_id, "WINBACK50")
+
     def run_day(self, arrivals: int) -> None:
-        self.advance_due()
+        self.billing_clock.tick()
+        self.processor.run()
         for _ in range(arrivals):
             self.sign_up(self.report.customers + 1)
             self.report.customers += 1
-        for sub in list(self.subscriptions.values()):
-            if not sub.is_ended:
-                self.act(sub)
+        live = self.live()
+        for sub in live:
+            self.act(sub)
+        self.win_back()
+        self.processor.run()
+        still = {sub.customer_id for sub in self.live()}
+        self.left += sorted({sub.customer_id for sub in live} - still - set(self.left))
 
     def _pick(self, weights: dict[str, float]) -> str:
         return self.rng.choices(list(weights), weights=list(weights.values()))[0]
 
     def finish(self) -> DemoReport:
         report = self.report
-        self.advance_due()
+        self.billing_clock.tick()
+        self.processor.run()
+        self.projector.catch_up()
         statuses: Counter[str] = Counter()
         plans: Counter[str] = Counter()
-        for sub in self.subscriptions.values():
-            statuses[sub.status.value] += 1
-            if not sub.is_ended:
-                plans[sub.price.plan_code] += 1
+        rows = self.projector.database.query("SELECT status, plan_code FROM current_subscriptions")
+        for status, plan_code in rows:
+            statuses[status] += 1
+            if status not in ("canceled", "expired"):
+                plans[plan_code] += 1
         report.subscriptions_by_status = dict(sorted(statuses.items()))
         report.subscriptions_by_plan = dict(sorted(plans.items()))
         report.events_by_type = dict(sorted(self.ledger.event_counts_by_type().items()))
@@ -266,13 +363,14 @@ class Business:
 
 def run_demo(
     ledger: Ledger,
+    projector: Projector,
     customers: int,
     months: int,
     seed: int,
     on_day: Callable[[int, int], None] | None = None,
 ) -> DemoReport:
     """Simulates ``months`` of business with ``customers`` signups spread over them."""
-    business = Business(ledger, seed, months)
+    business = Business(ledger, projector, seed, months)
     business.open_catalog()
     days = (business.report.ended - START).days
     arrivals = Counter(business.rng.randrange(days) for _ in range(customers))
@@ -294,3 +392,4 @@ def project(report: DemoReport, projector: Projector, progress: Progress | None 
     for currency in stats.currencies(db):
         report.revenue[currency] = stats.figures(db, currency, start, end)
         report.recent[currency] = stats.figures(db, currency, recent_start, recent_end)
+    report.journal_balanced = journal_balanced(db)

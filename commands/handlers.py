@@ -2,77 +2,41 @@
 
 A handler loads what it needs, asks the aggregates to decide, and returns the answer and
 the aggregates it changed; ``commands.dispatch`` saves them with the command record in
-one transaction. Subscriptions are first brought up to ``now`` (trial end, renewals,
-scheduled cancels) so that every command acts on the current state.
+one transaction. Subscriptions are first brought up to ``now`` and billed (see
+``commands.accounts``) so that every command acts on the current state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
-
-from eventsourcing.domain import Aggregate
 
 from commands import schemas as s
+from commands.accounts import (
+    Account,
+    Outcome,
+    current_subscription,
+    derived_id,
+    money_view,
+)
+from commands.billing_handlers import BILLING_HANDLERS
 from ledger.application import Ledger
+from ledger.billing import Mark
 from ledger.calendar import Interval
 from ledger.catalog import Plan
 from ledger.customers import Customer, PaymentMethod
-from ledger.errors import CurrencyMismatch, CustomerAlreadyRegistered, PlanAlreadyRegistered
+from ledger.errors import (
+    CurrencyMismatch,
+    CustomerAlreadyRegistered,
+    NotFound,
+    PaymentInFlight,
+    PlanAlreadyRegistered,
+)
+from ledger.invoices import Invoice, InvoiceStatus, period_invoice_id
 from ledger.money import Money
 from ledger.proration import Proration
 from ledger.subscriptions import ChangeTiming, Subscription
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A handler's answer (JSON-ready) and the aggregates it changed."""
-
-    result: dict[str, Any]
-    changed: tuple[Aggregate, ...]
-
-
-def derived_id(kind: str, command_id: str) -> UUID:
-    """Ids of created aggregates derive from the command id: a retry creates the same one."""
-    return uuid5(NAMESPACE_URL, f"subledger:{kind}:{command_id}")
-
-
-def money_view(money: Money) -> dict[str, Any]:
-    return {"amount": money.amount, "currency": money.currency}
-
-
-def subscription_view(sub: Subscription) -> dict[str, Any]:
-    return {
-        "subscription_id": str(sub.id),
-        "customer_id": str(sub.customer_id),
-        "status": sub.status.value,
-        "plan_code": sub.price.plan_code,
-        "price_id": sub.price.id,
-        "period_index": sub.period.index,
-        "period_start": sub.period.start.isoformat(),
-        "period_end": sub.period.end.isoformat(),
-        "trial_end": sub.trial_end.isoformat() if sub.trial_end else None,
-        "cancel_at": sub.cancel_at.isoformat() if sub.cancel_at else None,
-        "resume_at": sub.resume_at.isoformat() if sub.resume_at else None,
-        "scheduled_price_id": sub.pending_price.id if sub.pending_price else None,
-        "mrr": money_view(sub.mrr),
-    }
-
-
-def current_subscription(
-    ledger: Ledger, subscription_id: UUID, now: datetime
-) -> tuple[Subscription, Customer, datetime]:
-    """The subscription with every transition due by ``now`` applied, its customer, and
-    the instant the command acts at: ``now``, or the subscription's last event if a
-    worker with a faster clock wrote one later, so that its history stays in order and
-    the command's checks and amounts use the very instant it is stamped with."""
-    sub = ledger.subscription(subscription_id)
-    customer = ledger.customer(sub.customer_id)
-    sub.advance(now, can_pay=customer.can_pay_at)
-    return sub, customer, max(now, sub.modified_on)
 
 
 def register_plan(cmd: s.RegisterPlan, ledger: Ledger, now: datetime) -> Outcome:
@@ -147,10 +111,16 @@ def start_subscription(cmd: s.StartSubscription, ledger: Ledger, now: datetime) 
     if currency != customer.currency:
         raise CurrencyMismatch(f"the customer is billed in {customer.currency}, not {currency}")
     price = ledger.plan(cmd.plan_code).price_for_signup(currency, Interval.parse(cmd.interval))
+    coupon = ledger.coupon(cmd.coupon) if cmd.coupon else None
     sub = Subscription.start(
         derived_id("subscription", cmd.command_id), customer.id, price, now, cmd.trial_days
     )
-    return Outcome(subscription_view(sub), (sub,))
+    account = Account(ledger, sub, customer, now)
+    if coupon is not None:
+        # The first paid period is 0, after a trial or not.
+        sub.apply_discount(coupon.redeem(sub.id, price.plan_code, currency, 0, now), now)
+    account.bill_since(Mark.of(None))
+    return Outcome(account.view(), account.changed(*([coupon] if coupon else [])))
 
 
 def _proration_view(proration: Proration | None) -> dict[str, Any] | None:
@@ -164,7 +134,8 @@ def _proration_view(proration: Proration | None) -> dict[str, Any] | None:
 
 
 def change_plan(cmd: s.ChangePlan, ledger: Ledger, now: datetime) -> Outcome:
-    sub, customer, now = current_subscription(ledger, cmd.subscription_id, now)
+    account = current_subscription(ledger, cmd.subscription_id, now)
+    sub = account.sub
     interval = Interval.parse(cmd.interval) if cmd.interval else sub.price.interval
     if (cmd.plan_code, interval) == (sub.price.plan_code, sub.price.interval):
         # One's own plan: no catalog look-up, so that an archived plan can still call
@@ -173,45 +144,63 @@ def change_plan(cmd: s.ChangePlan, ledger: Ledger, now: datetime) -> Outcome:
     else:
         price = ledger.plan(cmd.plan_code).price_for_signup(sub.price.currency, interval)
     timing = ChangeTiming(cmd.when) if cmd.when else None
-    proration = sub.change_price(price, now, timing)
-    changed: tuple[Aggregate, ...] = (sub,)
-    if proration is not None and proration.net.amount < 0:
-        # A downgrade made now leaves the unused difference as account credit.
-        customer.adjust_credit(-proration.net, f"plan change of subscription {sub.id}", now)
-        changed = (sub, customer)
-    result = subscription_view(sub) | {"proration": _proration_view(proration)}
-    return Outcome(result, changed)
+    mark = Mark.of(sub)
+    proration = sub.change_price(price, account.at, timing)
+    # An upgrade is invoiced at once; a downgrade made now credits the account.
+    account.bill_since(mark)
+    result = account.view() | {"proration": _proration_view(proration)}
+    return Outcome(result, account.changed())
 
 
 def cancel_subscription(cmd: s.CancelSubscription, ledger: Ledger, now: datetime) -> Outcome:
-    sub, _, now = current_subscription(ledger, cmd.subscription_id, now)
+    account = current_subscription(ledger, cmd.subscription_id, now)
+    sub, at = account.sub, account.at
     refund = Money.zero(sub.price.currency)
+    refunded: tuple[Invoice, ...] = ()
     if cmd.when == "now":
-        refund = sub.cancel_now(now, cmd.refund_unused)
+        invoice = _period_invoice(ledger, sub) if cmd.refund_unused else None
+        paid = invoice.amount_paid if invoice else refund
+        unused = sub.cancel_now(at, cmd.refund_unused, paid)
+        if invoice is not None and unused:
+            amount = min(unused, invoice.refundable)
+            invoice.request_refund(amount, "unused time of a subscription canceled now", at)
+            refunded, refund = (invoice,), amount
     elif cmd.when == "period_end":
-        sub.cancel_at_period_end(now)
+        sub.cancel_at_period_end(at)
     else:
         assert cmd.cancel_at is not None  # the schema requires it with when='date'
-        sub.cancel_on(cmd.cancel_at, now)
-    return Outcome(subscription_view(sub) | {"refund": money_view(refund)}, (sub,))
+        sub.cancel_on(cmd.cancel_at, at)
+    return Outcome(account.view() | {"refund": money_view(refund)}, account.changed(*refunded))
+
+
+def _period_invoice(ledger: Ledger, sub: Subscription) -> Invoice | None:
+    """The paid invoice of the current period, whose unused part a cancel-now refunds;
+    refused while its payment awaits the gateway (the charge could still land)."""
+    try:
+        invoice = ledger.invoice(period_invoice_id(sub.id, sub.period.index))
+    except NotFound:
+        return None  # the period was never invoiced (a trial, a paused period)
+    if invoice.pending is not None:
+        raise PaymentInFlight(f"the payment of {invoice.number} awaits the gateway's answer")
+    return invoice if invoice.status is InvoiceStatus.PAID else None
 
 
 def revoke_cancel(cmd: s.RevokeCancel, ledger: Ledger, now: datetime) -> Outcome:
-    sub, _, now = current_subscription(ledger, cmd.subscription_id, now)
-    sub.revoke_cancel(now)
-    return Outcome(subscription_view(sub), (sub,))
+    account = current_subscription(ledger, cmd.subscription_id, now)
+    account.sub.revoke_cancel(account.at)
+    return Outcome(account.view(), account.changed())
 
 
 def pause_subscription(cmd: s.PauseSubscription, ledger: Ledger, now: datetime) -> Outcome:
-    sub, _, now = current_subscription(ledger, cmd.subscription_id, now)
-    sub.pause(now, cmd.resume_at)
-    return Outcome(subscription_view(sub), (sub,))
+    account = current_subscription(ledger, cmd.subscription_id, now)
+    account.sub.pause(account.at, cmd.resume_at)
+    return Outcome(account.view(), account.changed())
 
 
 def resume_subscription(cmd: s.ResumeSubscription, ledger: Ledger, now: datetime) -> Outcome:
-    sub, _, now = current_subscription(ledger, cmd.subscription_id, now)
-    sub.resume(now)
-    return Outcome(subscription_view(sub), (sub,))
+    account = current_subscription(ledger, cmd.subscription_id, now)
+    account.sub.resume(account.at)
+    return Outcome(account.view(), account.changed())
 
 
 HANDLERS: dict[type[s.Command], Callable[[Any, Ledger, datetime], Outcome]] = {
@@ -229,4 +218,5 @@ HANDLERS: dict[type[s.Command], Callable[[Any, Ledger, datetime], Outcome]] = {
     s.RevokeCancel: revoke_cancel,
     s.PauseSubscription: pause_subscription,
     s.ResumeSubscription: resume_subscription,
+    **BILLING_HANDLERS,
 }

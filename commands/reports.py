@@ -22,12 +22,21 @@ def _percent(rate: Fraction | None) -> str:
     return "n/a" if rate is None else f"{float(rate) * 100:.2f}%"
 
 
-def headline(console: Console, figures: Sequence[Figures], title: str) -> None:
-    """One column per currency: the levels at the end of the range and the rates over it."""
+def _per_currency(
+    console: Console, figures: Sequence[Figures], title: str, rows: list[tuple[str, list[str]]]
+) -> None:
+    """A table of one column per currency, a row per (label, value in each currency)."""
     table = Table(title=title)
     table.add_column("")
     for f in figures:
         table.add_column(f.currency, justify="right")
+    for label, values in rows:
+        table.add_row(label, *values)
+    console.print(table)
+
+
+def headline(console: Console, figures: Sequence[Figures], title: str) -> None:
+    """One column per currency: the levels at the end of the range and the rates over it."""
     rows: list[tuple[str, list[str]]] = [
         ("MRR", [_money(f.mrr, f.currency) for f in figures]),
         ("ARR", [_money(f.arr, f.currency) for f in figures]),
@@ -41,9 +50,7 @@ def headline(console: Console, figures: Sequence[Figures], title: str) -> None:
         ("trials started", [str(f.trials_started) for f in figures]),
         ("trial conversion", [_percent(f.trial_conversion_rate) for f in figures]),
     ]
-    for label, values in rows:
-        table.add_row(label, *values)
-    console.print(table)
+    _per_currency(console, figures, title, rows)
 
 
 def movements(console: Console, figures: Sequence[Figures], title: str) -> None:
@@ -69,6 +76,18 @@ def movements(console: Console, figures: Sequence[Figures], title: str) -> None:
     console.print(table)
 
 
+def payments(console: Console, figures: Sequence[Figures], title: str) -> None:
+    """Money collected and refunded over the range, and how payments fared in dunning."""
+    rows: list[tuple[str, list[str]]] = [
+        ("collected", [_money(f.collected, f.currency) for f in figures]),
+        ("refunded", [_money(f.refunded, f.currency) for f in figures]),
+        ("failed payments", [str(f.failed_payments) for f in figures]),
+        ("recovered payments", [str(f.recovered_payments) for f in figures]),
+        ("recovered", [_money(f.recovered, f.currency) for f in figures]),
+    ]
+    _per_currency(console, figures, title, rows)
+
+
 def subscribers(console: Console, figures: Sequence[Figures]) -> None:
     table = Table(title="Subscribers by plan and status, at the end")
     for column in ("currency", "plan", "status", "subscribers", "MRR"):
@@ -89,7 +108,7 @@ def months(console: Console, currency: str, figures: Sequence[Figures]) -> None:
     table = Table(title=f"By month, {currency}")
     table.add_column("month", no_wrap=True)
     columns = ("MRR at end", "new", "expansion", "contraction", "churn", "reactivation")
-    for column in (*columns, "paying", "customer churn"):
+    for column in (*columns, "paying", "customer churn", "collected", "refunded"):
         table.add_column(column, justify="right", overflow="fold")
     for f in figures:
         m = f.movements
@@ -100,6 +119,8 @@ def months(console: Console, currency: str, figures: Sequence[Figures]) -> None:
             _money(m.reactivation, currency),
             str(f.paying_customers),
             _percent(f.customer_churn_rate),
+            _money(f.collected, currency),
+            _money(f.refunded, currency),
         )
     console.print(table)
 

@@ -7,6 +7,7 @@ units of the currency (1999 EUR is 19.99 EUR).
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -18,6 +19,11 @@ CommandId = Annotated[str, Field(min_length=1, max_length=200)]
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 PlanCode = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 IntervalText = Annotated[str, Field(min_length=3, max_length=20, examples=["month", "3 months"])]
+CouponCode = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+# Strict: a float or a string is not an amount; amounts are integer minor units.
+MinorUnits = Annotated[int, Field(strict=True, gt=0, description="minor units")]
+# Percentages as exact decimals ("12.5"); a float would carry binary noise.
+Percent = Annotated[Decimal, Field(ge=0, le=100, max_digits=7, decimal_places=4)]
 
 
 class Command(BaseModel):
@@ -102,6 +108,7 @@ class StartSubscription(Command):
     trial_days: Annotated[int, Field(strict=True, ge=0, le=MAX_TRIAL_DAYS)] | None = Field(
         None, description="per-signup trial; defaults to the price's"
     )
+    coupon: CouponCode | None = Field(None, description="a coupon (promotion code) to redeem")
 
 
 class ChangePlan(Command):
@@ -151,6 +158,67 @@ class ResumeSubscription(Command):
     subscription_id: UUID
 
 
+class RegisterCoupon(Command):
+    """A coupon (promotion code): ``percent_off`` or ``amount_off`` (with ``currency``),
+    for ``once``, ``repeating`` (``duration_periods``) or ``forever``."""
+
+    type: Literal["register_coupon"] = "register_coupon"
+    code: CouponCode
+    name: Annotated[str, Field(max_length=200)] = ""
+    percent_off: Percent | None = None
+    amount_off: MinorUnits | None = None
+    currency: CurrencyCode | None = None
+    duration: Literal["once", "repeating", "forever"] = "once"
+    duration_periods: Annotated[int, Field(strict=True, ge=1, le=1200)] | None = None
+    expires_at: AwareDatetime | None = None
+    max_redemptions: Annotated[int, Field(strict=True, ge=1)] | None = None
+    plan_codes: list[PlanCode] = Field(default=[], description="empty: every plan")
+    public: bool = Field(False, description="shown on the public pricing page")
+
+    @model_validator(mode="after")
+    def _amount_goes_with_currency(self) -> RegisterCoupon:
+        if (self.amount_off is None) != (self.currency is None):
+            raise ValueError("amount_off and currency go together")
+        if (self.percent_off is None) == (self.amount_off is None):
+            raise ValueError("give percent_off or amount_off, not both")
+        return self
+
+
+class ApplyCoupon(Command):
+    """Applies a coupon to a subscription from its next invoice (its first paid one
+    when trialing)."""
+
+    type: Literal["apply_coupon"] = "apply_coupon"
+    subscription_id: UUID
+    coupon: CouponCode
+
+
+class SetTaxRate(Command):
+    """The tax on the customer's future invoices: ``percent`` of what is taxed, added on
+    top (exclusive) or already in the prices (inclusive)."""
+
+    type: Literal["set_tax_rate"] = "set_tax_rate"
+    customer_id: UUID
+    name: Annotated[str, Field(min_length=1, max_length=40)] = "VAT"
+    percent: Percent
+    inclusive: bool = False
+
+
+class RefundInvoice(Command):
+    """Refunds a paid invoice through the gateway that took the payment; without
+    ``amount``, all that is left to refund."""
+
+    type: Literal["refund_invoice"] = "refund_invoice"
+    invoice_id: UUID
+    amount: MinorUnits | None = None
+    reason: Annotated[str, Field(max_length=200)] = ""
+
+
+class VoidInvoice(Command):
+    type: Literal["void_invoice"] = "void_invoice"
+    invoice_id: UUID
+
+
 AnyCommand = Annotated[
     RegisterPlan
     | AddPrice
@@ -165,7 +233,12 @@ AnyCommand = Annotated[
     | CancelSubscription
     | RevokeCancel
     | PauseSubscription
-    | ResumeSubscription,
+    | ResumeSubscription
+    | RegisterCoupon
+    | ApplyCoupon
+    | SetTaxRate
+    | RefundInvoice
+    | VoidInvoice,
     Field(discriminator="type"),
 ]
 command_adapter: TypeAdapter[AnyCommand] = TypeAdapter(AnyCommand)

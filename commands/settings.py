@@ -3,9 +3,13 @@ database URL means for the event store."""
 
 from __future__ import annotations
 
+from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ledger.dunning import DunningPolicy, ExhaustedAction
 
 DEFAULT_DATABASE_URL = "sqlite:///.subledger/ledger.db"
 # The demo keeps its own file, so that it never touches the default ledger.
@@ -16,6 +20,29 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SUBLEDGER_", env_file=".env", extra="ignore")
 
     database_url: str = DEFAULT_DATABASE_URL
+    # Days after a first failed charge on which it is retried ("1,3,5,7").
+    dunning_retry_days: str = Field("1,3,5,7", pattern=r"^\s*(\d+\s*(,\s*\d+\s*)*)?$")
+    # What dunning does to a subscription when it gives up: cancel it, or leave it unpaid.
+    dunning_exhausted: Literal["cancel", "unpaid"] = "cancel"
+    # The sandbox gateway's own records, kept across restarts of `subledger serve`.
+    sandbox_path: str = ".subledger/sandbox.db"
+    # Seconds between two ticks of `subledger serve` (projections, clock, payments).
+    serve_interval: float = Field(5.0, gt=0)
+
+    @field_validator("dunning_retry_days")
+    @classmethod
+    def _retry_days_make_a_policy(cls, value: str) -> str:
+        DunningPolicy(_days(value))  # raises ValueError, reported as a settings error
+        return value
+
+    def dunning_policy(self) -> DunningPolicy:
+        return DunningPolicy(
+            _days(self.dunning_retry_days), ExhaustedAction(self.dunning_exhausted)
+        )
+
+
+def _days(text: str) -> tuple[int, ...]:
+    return tuple(int(day) for day in text.split(",") if day.strip())
 
 
 def configured_database_url() -> str | None:

@@ -21,13 +21,9 @@ from ledger.errors import (
     SubscriptionAlreadyCanceled,
     SubscriptionEnded,
 )
+from ledger.invoices import period_invoice_id
 from ledger.subscriptions import Subscription, SubscriptionStatus
 from tests.integration.conftest import Shop
-
-
-def subscribe(shop: Shop, customer_id: UUID, plan: str = "basic", **fields: object) -> UUID:
-    result = shop.send(s.StartSubscription, customer_id=customer_id, plan_code=plan, **fields)
-    return UUID(result["subscription_id"])
 
 
 def tick(shop: Shop, subscription_id: UUID, days: int) -> Subscription:
@@ -36,7 +32,7 @@ def tick(shop: Shop, subscription_id: UUID, days: int) -> Subscription:
 
 
 def test_a_trial_with_a_card_converts_and_renews_on_the_anchor_day(shop: Shop) -> None:
-    sub_id = subscribe(shop, shop.customer(), "pro")
+    sub_id = shop.subscribe(shop.customer(), "pro")
     assert shop.ledger.subscription(sub_id).status is SubscriptionStatus.TRIALING
     sub = tick(shop, sub_id, 14)
     assert sub.status is SubscriptionStatus.ACTIVE
@@ -47,7 +43,7 @@ def test_a_trial_with_a_card_converts_and_renews_on_the_anchor_day(shop: Shop) -
 
 
 def test_a_trial_without_a_card_expires_and_cannot_be_upgraded(shop: Shop) -> None:
-    sub_id = subscribe(shop, shop.customer(with_card=False), "pro")
+    sub_id = shop.subscribe(shop.customer(with_card=False), "pro")
     assert tick(shop, sub_id, 15).status is SubscriptionStatus.EXPIRED
     with pytest.raises(SubscriptionEnded, match="expired"):
         shop.send(s.ChangePlan, subscription_id=sub_id, plan_code="basic")
@@ -55,7 +51,7 @@ def test_a_trial_without_a_card_expires_and_cannot_be_upgraded(shop: Shop) -> No
 
 def test_a_card_added_during_the_trial_converts_it(shop: Shop) -> None:
     customer_id = shop.customer(with_card=False)
-    sub_id = subscribe(shop, customer_id, "pro")
+    sub_id = shop.subscribe(customer_id, "pro")
     shop.clock.advance(timedelta(days=10))
     shop.card(customer_id)
     assert tick(shop, sub_id, 4).status is SubscriptionStatus.ACTIVE
@@ -63,30 +59,32 @@ def test_a_card_added_during_the_trial_converts_it(shop: Shop) -> None:
 
 def test_a_card_added_after_the_trial_ended_does_not_convert_it(shop: Shop) -> None:
     customer_id = shop.customer(with_card=False)
-    sub_id = subscribe(shop, customer_id, "pro")
+    sub_id = shop.subscribe(customer_id, "pro")
     shop.clock.advance(timedelta(days=15))
     shop.card(customer_id)  # a day late; the clock had not yet run
     assert tick(shop, sub_id, 0).status is SubscriptionStatus.EXPIRED
 
 
 def test_an_anchor_on_the_31st_survives_february(shop: Shop) -> None:
-    sub_id = subscribe(shop, shop.customer())
+    sub_id = shop.subscribe(shop.customer())
     starts = [tick(shop, sub_id, days).period.start.date().isoformat() for days in (28, 31, 30)]
     assert starts == ["2025-02-28", "2025-03-31", "2025-04-30"]
 
 
 def test_an_upgrade_mid_period_is_prorated_now(shop: Shop) -> None:
-    sub_id = subscribe(shop, shop.customer())  # 31 Jan -> 28 Feb: 28 days
+    sub_id = shop.subscribe(shop.customer())  # 31 Jan -> 28 Feb: 28 days
     shop.clock.advance(timedelta(days=14))
     result = shop.send(s.ChangePlan, subscription_id=sub_id, plan_code="pro")
     assert result["price_id"] == "pro-month-eur-v1"
     assert result["proration"]["credit"] == {"amount": 500, "currency": "EUR"}
     assert result["proration"]["charge"] == {"amount": 1000, "currency": "EUR"}
+    [invoice] = result["invoices"]  # invoiced at once
+    assert (invoice["reason"], invoice["amount_due"]["amount"]) == ("plan_change", 500)
     assert shop.ledger.subscription(sub_id).mrr.amount == 2000
 
 
 def test_a_downgrade_waits_for_the_period_end(shop: Shop) -> None:
-    sub_id = subscribe(shop, shop.customer(), "pro", trial_days=0)
+    sub_id = shop.subscribe(shop.customer(), "pro", trial_days=0)
     shop.clock.advance(timedelta(days=3))
     result = shop.send(s.ChangePlan, subscription_id=sub_id, plan_code="basic")
     assert result["proration"] is None
@@ -96,7 +94,7 @@ def test_a_downgrade_waits_for_the_period_end(shop: Shop) -> None:
 
 
 def test_a_scheduled_downgrade_is_called_off_by_choosing_the_current_plan(shop: Shop) -> None:
-    sub_id = subscribe(shop, shop.customer(), "pro", trial_days=0)
+    sub_id = shop.subscribe(shop.customer(), "pro", trial_days=0)
     shop.send(s.ChangePlan, subscription_id=sub_id, plan_code="basic")
     result = shop.send(s.ChangePlan, subscription_id=sub_id, plan_code="pro")
     assert result["scheduled_price_id"] is None
@@ -107,7 +105,7 @@ def test_a_scheduled_downgrade_is_called_off_by_choosing_the_current_plan(shop: 
 
 def test_a_downgrade_now_leaves_credit_on_the_account(shop: Shop) -> None:
     customer_id = shop.customer()
-    sub_id = subscribe(shop, customer_id, "pro", trial_days=0)
+    sub_id = shop.subscribe(customer_id, "pro", trial_days=0)
     shop.clock.advance(timedelta(days=14))
     result = shop.send(s.ChangePlan, subscription_id=sub_id, plan_code="basic", when="now")
     assert result["proration"]["net"] == {"amount": -500, "currency": "EUR"}
@@ -115,17 +113,32 @@ def test_a_downgrade_now_leaves_credit_on_the_account(shop: Shop) -> None:
 
 
 def test_cancel_now_with_a_refund_of_the_unused_part(shop: Shop) -> None:
-    sub_id = subscribe(shop, shop.customer())
+    sub_id = shop.subscribe(shop.customer())
+    assert shop.pay().charged == 1  # the first period, 10 EUR
     shop.clock.advance(timedelta(days=21))
     result = shop.send(s.CancelSubscription, subscription_id=sub_id, when="now", refund_unused=True)
     assert result["status"] == "canceled"
-    assert result["refund"] == {"amount": 250, "currency": "EUR"}
+    assert result["refund"] == {"amount": 250, "currency": "EUR"}  # 7 of February's 28 days
+    # The refund goes back through the gateway that took the payment.
+    assert shop.pay().refunded == 1
+    invoice = shop.ledger.invoice(period_invoice_id(sub_id, 0))
+    assert (invoice.refunded.amount, invoice.refundable.amount) == (250, 750)
     with pytest.raises(SubscriptionAlreadyCanceled):
         shop.send(s.CancelSubscription, subscription_id=sub_id, when="now")
 
 
+def test_cancel_now_refunds_no_more_than_was_paid(shop: Shop) -> None:
+    customer_id = shop.customer(with_card=False)
+    shop.card(customer_id, token="tok_chargeDeclined")
+    sub_id = shop.subscribe(customer_id)
+    assert shop.pay().declined == 1
+    shop.clock.advance(timedelta(days=21))
+    result = shop.send(s.CancelSubscription, subscription_id=sub_id, when="now", refund_unused=True)
+    assert result["refund"] == {"amount": 0, "currency": "EUR"}
+
+
 def test_cancel_at_period_end_can_be_revoked_before_it_happens(shop: Shop) -> None:
-    sub_id = subscribe(shop, shop.customer())
+    sub_id = shop.subscribe(shop.customer())
     result = shop.send(s.CancelSubscription, subscription_id=sub_id, when="period_end")
     assert result["cancel_at"] == "2025-02-28T09:00:00+00:00"
     shop.send(s.RevokeCancel, subscription_id=sub_id)
@@ -133,9 +146,9 @@ def test_cancel_at_period_end_can_be_revoked_before_it_happens(shop: Shop) -> No
 
 
 def test_cancel_at_period_end_and_at_a_date_happen_on_time(shop: Shop) -> None:
-    at_end = subscribe(shop, shop.customer())
+    at_end = shop.subscribe(shop.customer())
     shop.send(s.CancelSubscription, subscription_id=at_end, when="period_end")
-    on_date = subscribe(shop, shop.customer())
+    on_date = shop.subscribe(shop.customer())
     cancel_at = datetime(2025, 3, 10, tzinfo=UTC)
     shop.send(s.CancelSubscription, subscription_id=on_date, when="date", cancel_at=cancel_at)
     shop.clock.advance(timedelta(days=60))
@@ -145,7 +158,7 @@ def test_cancel_at_period_end_and_at_a_date_happen_on_time(shop: Shop) -> None:
 
 
 def test_a_new_billing_interval_moves_a_cancel_at_period_end_with_it(shop: Shop) -> None:
-    sub_id = subscribe(shop, shop.customer(), "pro", trial_days=0)
+    sub_id = shop.subscribe(shop.customer(), "pro", trial_days=0)
     shop.send(s.CancelSubscription, subscription_id=sub_id, when="period_end")
     shop.clock.advance(timedelta(days=7))
     result = shop.send(
@@ -155,14 +168,14 @@ def test_a_new_billing_interval_moves_a_cancel_at_period_end_with_it(shop: Shop)
 
 
 def test_pause_and_resume(shop: Shop) -> None:
-    sub_id = subscribe(shop, shop.customer())
+    sub_id = shop.subscribe(shop.customer())
     assert shop.send(s.PauseSubscription, subscription_id=sub_id)["mrr"]["amount"] == 0
     result = shop.send(s.ResumeSubscription, subscription_id=sub_id)
     assert (result["status"], result["mrr"]["amount"]) == ("active", 1000)
 
 
 def test_a_pause_can_name_the_day_it_resumes(shop: Shop) -> None:
-    sub_id = subscribe(shop, shop.customer())
+    sub_id = shop.subscribe(shop.customer())
     back = shop.clock.now() + timedelta(days=10)
     paused = shop.send(s.PauseSubscription, subscription_id=sub_id, resume_at=back)
     assert (paused["status"], paused["resume_at"]) == ("paused", back.isoformat())
@@ -173,9 +186,9 @@ def test_a_pause_can_name_the_day_it_resumes(shop: Shop) -> None:
 
 
 def test_a_new_price_is_grandfathered(shop: Shop) -> None:
-    early = subscribe(shop, shop.customer())
+    early = shop.subscribe(shop.customer())
     shop.send(s.AddPrice, plan_code="basic", currency="EUR", amount=1200)
-    late = subscribe(shop, shop.customer())
+    late = shop.subscribe(shop.customer())
     assert shop.ledger.subscription(late).price.amount.amount == 1200
     assert tick(shop, early, 31).price.id == "basic-month-eur-v1"
     # Choosing the same plan again is not a way to move to its newer price.
@@ -188,19 +201,19 @@ def test_signups_are_refused_where_the_catalog_says_no(shop: Shop) -> None:
         shop.send(s.RegisterPlan, code="basic", name="Again")
     customer_id = shop.customer()
     with pytest.raises(CurrencyMismatch):
-        subscribe(shop, customer_id, currency="USD")
+        shop.subscribe(customer_id, currency="USD")
     usd = shop.send(s.RegisterCustomer, email="bo@example.com", name="Bo", currency="USD")
     with pytest.raises(NoPriceInCurrency):
-        subscribe(shop, UUID(usd["customer_id"]))
+        shop.subscribe(UUID(usd["customer_id"]))
     shop.send(s.ArchivePrice, plan_code="basic", price_id="basic-month-eur-v1")
     with pytest.raises(PriceArchived):
-        subscribe(shop, customer_id)
+        shop.subscribe(customer_id)
 
 
 def test_state_survives_a_restart_and_snapshots_are_taken(
     shop: Shop, ledger: Ledger, database_url: str
 ) -> None:
-    sub_id = subscribe(shop, shop.customer())
+    sub_id = shop.subscribe(shop.customer())
     for _ in range(60):  # 60 renewals: past the snapshot interval of 50 events
         tick(shop, sub_id, 31)
     before = shop.ledger.subscription(sub_id)
