@@ -22,6 +22,11 @@ SUBSCRIPTION_EVENTS: frozenset[type] = frozenset(
         Subscription.Paused,
         Subscription.ResumeScheduled,
         Subscription.Resumed,
+        Subscription.DiscountApplied,
+        Subscription.DiscountEnded,
+        Subscription.PastDue,
+        Subscription.Recovered,
+        Subscription.DunningExhausted,
     }
 )
 

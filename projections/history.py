@@ -1,9 +1,14 @@
 """``transaction_history``: per customer, every event of their account, in order, with
 its timestamp and amounts; one row per event, keyed by its position in the sequence.
+Invoices and their collection (payments, failures, refunds) are part of it; a payment
+request is not, its answer is.
 
-Subscription events do not name their customer after ``Started``, so the projection keeps
-``history_subscriptions`` (subscription -> customer) for itself. Personal data (names,
-emails) stays out of this table: the history says that the contact changed, not to what.
+Subscription events do not name their customer after ``Started``, nor invoice events after
+``Issued``: the projection keeps ``history_subscriptions`` (subscription -> customer) and
+``history_invoices`` (invoice -> customer, subscription and amount due) for itself, and
+``history_refunds`` for the amount of a refund when it succeeds or fails. Personal data
+(names, emails) stays out of this table: the history says that the contact changed, not
+to what.
 """
 
 from __future__ import annotations
@@ -16,7 +21,11 @@ from uuid import UUID
 
 from ledger.catalog import Price
 from ledger.customers import Customer
+from ledger.discounts import Discount
+from ledger.invoices import Invoice, invoice_number
+from ledger.money import Money
 from ledger.subscriptions import Subscription
+from projections.collections import INVOICE_EVENTS, ids_to_load
 from projections.database import Database, Transaction, select_in
 from projections.events import SUBSCRIPTION_EVENTS, subscriptions_to_load
 from projections.projection import Positioned, Projection
@@ -37,6 +46,7 @@ class Entry:
     kind: str
     description: str
     subscription_id: str | None = None
+    invoice_id: str | None = None
     price_id: str | None = None
     previous_price_id: str | None = None
     currency: str | None = None
@@ -53,6 +63,7 @@ COLUMNS = (
     "kind",
     "description",
     "subscription_id",
+    "invoice_id",
     "price_id",
     "previous_price_id",
     "currency",
@@ -82,6 +93,12 @@ def _customer_entry(event: Any) -> Entry:
             "customer.default_payment_method_switched",
             f"Default payment method is now {event.payment_method_id}",
         )
+    if isinstance(event, Customer.TaxRateSet):
+        rate = event.tax_rate
+        return Entry(
+            "customer.tax_rate_set",
+            "Tax rate removed" if rate is None else f"Tax rate set to {rate.label}",
+        )
     assert isinstance(event, Customer.CreditAdjusted)
     return Entry(
         "customer.credit_adjusted",
@@ -94,6 +111,18 @@ def _customer_entry(event: Any) -> Entry:
 
 def _priced(kind: str, description: str, price: Price, amount: int | None = None) -> Entry:
     return Entry(kind, description, price_id=price.id, currency=price.currency, amount=amount)
+
+
+def _coupon_terms(discount: Discount) -> str:
+    """What the coupon takes off, for how long: ``10% off for 3 periods``."""
+    if discount.percent_off is not None:
+        off = f"{discount.percent_off.normalize():f}%"
+    else:
+        off = str(discount.amount_off)
+    if discount.last_period is None:
+        return f"{off} off forever"
+    periods = discount.last_period - discount.first_period + 1
+    return f"{off} off for {periods} period{'s' if periods > 1 else ''}"
 
 
 def _subscription_entry(event: Any) -> Entry:
@@ -187,8 +216,111 @@ def _subscription_entry(event: Any) -> Entry:
             f"Resume scheduled for {event.resume_at:%Y-%m-%d}",
             effective_at=event.resume_at,
         )
-    assert isinstance(event, Subscription.Resumed)
-    return Entry("subscription.resumed", "Resumed")
+    if isinstance(event, Subscription.Resumed):
+        return Entry("subscription.resumed", "Resumed")
+    if isinstance(event, Subscription.DiscountApplied):
+        discount = event.discount
+        return Entry(
+            "subscription.discount_applied",
+            f"Coupon {discount.coupon_code} applied: {_coupon_terms(discount)}",
+        )
+    if isinstance(event, Subscription.DiscountEnded):
+        return Entry("subscription.discount_ended", f"Coupon {event.discount.coupon_code} ended")
+    number = invoice_number(event.invoice_id)
+    if isinstance(event, Subscription.PastDue):
+        entry = Entry("subscription.past_due", f"Past due: the payment of {number} failed")
+    elif isinstance(event, Subscription.Recovered):
+        entry = Entry("subscription.recovered", f"Active again: {number} is settled")
+    else:
+        assert isinstance(event, Subscription.DunningExhausted)
+        outcome = "canceled" if event.canceled else "left unpaid"
+        entry = Entry("subscription.dunning_exhausted", f"Dunning of {number} ran out: {outcome}")
+    entry.invoice_id = str(event.invoice_id)
+    return entry
+
+
+@dataclass(frozen=True)
+class InvoiceFacts:
+    """What the events of an invoice after ``Issued`` do not repeat."""
+
+    customer_id: str
+    subscription_id: str
+    amount_due: Money
+
+    @classmethod
+    def of(cls, event: Invoice.Issued) -> InvoiceFacts:
+        return cls(str(event.customer_id), str(event.subscription_id), event.amount_due)
+
+    def as_params(self, invoice_id: UUID) -> tuple[str, str, str, str, int]:
+        """Its row of ``history_invoices``."""
+        due = self.amount_due
+        return (str(invoice_id), self.customer_id, self.subscription_id, due.currency, due.amount)
+
+
+def _invoice_entry(
+    event: Any, invoice: InvoiceFacts, refunds: dict[tuple[UUID, int], int]
+) -> Entry:
+    number = invoice_number(event.originator_id)
+    due = invoice.amount_due
+    if isinstance(event, Invoice.Issued):
+        credit = (
+            f", {event.credit_applied!s} paid by account credit" if event.credit_applied else ""
+        )
+        return Entry(
+            "invoice.issued",
+            f"Invoice {number} ({event.reason.replace('_', ' ')}): {event.total!s}{credit}, "
+            f"{due!s} due",
+            currency=due.currency,
+            amount=event.total.amount,
+        )
+    if isinstance(event, Invoice.PaymentSucceeded):
+        return Entry(
+            "invoice.payment_succeeded",
+            f"Payment of {due!s} for {number} succeeded (attempt {event.attempt})",
+            currency=due.currency,
+            amount=due.amount,
+        )
+    if isinstance(event, Invoice.PaymentFailed):
+        retry = f"retry on {event.next_retry_at:%Y-%m-%d}" if event.next_retry_at else "no retry"
+        return Entry(
+            "invoice.payment_failed",
+            f"Payment of {due!s} for {number} failed (attempt {event.attempt}, {event.code}): "
+            f"{retry}",
+            currency=due.currency,
+            amount=due.amount,
+        )
+    if isinstance(event, Invoice.MarkedUncollectible):
+        return Entry(
+            "invoice.uncollectible",
+            f"{number} marked uncollectible: {due!s} written off",
+            currency=due.currency,
+            amount=due.amount,
+        )
+    if isinstance(event, Invoice.Voided):
+        return Entry(
+            "invoice.voided",
+            f"{number} voided: {due!s} no longer due",
+            currency=due.currency,
+            amount=due.amount,
+        )
+    if isinstance(event, Invoice.RefundRequested):
+        refund = event.request
+        reason = f": {event.reason}" if event.reason else ""
+        return Entry(
+            "invoice.refund_requested",
+            f"Refund {refund.number} of {refund.amount!s} on {number} requested{reason}",
+            currency=due.currency,
+            amount=refund.amount.amount,
+        )
+    amount = Money(refunds[(event.originator_id, event.number)], due.currency)
+    refund_of = f"Refund {event.number} of {amount!s} on {number}"
+    if isinstance(event, Invoice.RefundSucceeded):
+        entry = Entry("invoice.refund_succeeded", f"{refund_of} succeeded")
+    else:
+        assert isinstance(event, Invoice.RefundFailed)
+        entry = Entry("invoice.refund_failed", f"{refund_of} failed ({event.code})")
+    entry.currency, entry.amount = due.currency, amount.amount
+    return entry
 
 
 CUSTOMER_EVENTS = frozenset(
@@ -198,14 +330,19 @@ CUSTOMER_EVENTS = frozenset(
         Customer.PaymentMethodAdded,
         Customer.DefaultPaymentMethodSwitched,
         Customer.CreditAdjusted,
+        Customer.TaxRateSet,
     }
 )
+# A payment request is not in the history: its answer is.
+HISTORY_INVOICE_EVENTS = INVOICE_EVENTS - {Invoice.PaymentRequested}
+_REFUND_ANSWERS = (Invoice.RefundSucceeded, Invoice.RefundFailed)
 
 
 class TransactionHistory(Projection):
     name = "history"
-    version = 1
-    tables = ("transaction_history", "history_subscriptions")
+    # Version 2: invoices, payments, refunds, discounts, dunning and tax rates.
+    version = 2
+    tables = ("transaction_history", "history_subscriptions", "history_invoices", "history_refunds")
     schema = (
         """CREATE TABLE transaction_history (
             position BIGINT PRIMARY KEY,
@@ -214,6 +351,7 @@ class TransactionHistory(Projection):
             kind TEXT NOT NULL,
             description TEXT NOT NULL,
             subscription_id UUID,
+            invoice_id UUID,
             price_id TEXT,
             previous_price_id TEXT,
             currency TEXT,
@@ -228,17 +366,47 @@ class TransactionHistory(Projection):
             subscription_id UUID PRIMARY KEY,
             customer_id UUID NOT NULL
         )""",
+        """CREATE TABLE history_invoices (
+            invoice_id UUID PRIMARY KEY,
+            customer_id UUID NOT NULL,
+            subscription_id UUID NOT NULL,
+            currency TEXT NOT NULL,
+            amount_due BIGINT NOT NULL
+        )""",
+        """CREATE TABLE history_refunds (
+            invoice_id UUID NOT NULL,
+            number INTEGER NOT NULL,
+            amount BIGINT NOT NULL,
+            PRIMARY KEY (invoice_id, number)
+        )""",
     )
-    handles = CUSTOMER_EVENTS | SUBSCRIPTION_EVENTS
+    handles = CUSTOMER_EVENTS | SUBSCRIPTION_EVENTS | HISTORY_INVOICE_EVENTS
 
     def process(self, tx: Transaction, events: Sequence[Positioned]) -> None:
         owners = self._owners(tx, events)
+        invoices = self._invoices(tx, events)
+        refunds = self._refunds(tx, events)
         started: list[tuple[str, str]] = []
+        issued: list[tuple[str, str, str, str, int]] = []
+        requested: list[tuple[str, int, int]] = []
         rows = []
         for position, event in events:
             if type(event) in CUSTOMER_EVENTS:
                 customer_id = str(event.originator_id)
                 entry = _customer_entry(event)
+            elif type(event) in HISTORY_INVOICE_EVENTS:
+                if isinstance(event, Invoice.Issued):
+                    invoices[event.originator_id] = InvoiceFacts.of(event)
+                    issued.append(invoices[event.originator_id].as_params(event.originator_id))
+                elif isinstance(event, Invoice.RefundRequested):
+                    number, amount = event.request.number, event.request.amount.amount
+                    refunds[(event.originator_id, number)] = amount
+                    requested.append((str(event.originator_id), number, amount))
+                invoice = invoices[event.originator_id]
+                customer_id = invoice.customer_id
+                entry = _invoice_entry(event, invoice, refunds)
+                entry.subscription_id = invoice.subscription_id
+                entry.invoice_id = str(event.originator_id)
             else:
                 if isinstance(event, Subscription.Started):
                     owners[event.originator_id] = str(event.customer_id)
@@ -254,6 +422,7 @@ class TransactionHistory(Projection):
                     entry.kind,
                     entry.description,
                     entry.subscription_id,
+                    entry.invoice_id,
                     entry.price_id,
                     entry.previous_price_id,
                     entry.currency,
@@ -264,6 +433,12 @@ class TransactionHistory(Projection):
                 )
             )
         tx.insert_rows("INSERT INTO history_subscriptions (subscription_id, customer_id)", started)
+        tx.insert_rows(
+            "INSERT INTO history_invoices "
+            "(invoice_id, customer_id, subscription_id, currency, amount_due)",
+            issued,
+        )
+        tx.insert_rows("INSERT INTO history_refunds (invoice_id, number, amount)", requested)
         tx.insert_rows(INSERT, rows)
 
     def _owners(self, tx: Transaction, events: Sequence[Positioned]) -> dict[UUID, str]:
@@ -275,6 +450,34 @@ class TransactionHistory(Projection):
             for subscription_id, customer_id in select_in(tx, select, "subscription_id", wanted)
         }
 
+    def _invoices(self, tx: Transaction, events: Sequence[Positioned]) -> dict[UUID, InvoiceFacts]:
+        """What the history needs of the invoices the batch did not issue."""
+        wanted = ids_to_load(events, Invoice.Issued, HISTORY_INVOICE_EVENTS)
+        select = (
+            "SELECT invoice_id, customer_id, subscription_id, currency, amount_due "
+            "FROM history_invoices"
+        )
+        return {
+            read_uuid(invoice_id): InvoiceFacts(
+                str(customer_id), str(subscription_id), Money(read_int(amount_due), currency)
+            )
+            for invoice_id, customer_id, subscription_id, currency, amount_due in select_in(
+                tx, select, "invoice_id", wanted
+            )
+        }
+
+    def _refunds(
+        self, tx: Transaction, events: Sequence[Positioned]
+    ) -> dict[tuple[UUID, int], int]:
+        """(invoice, refund number) -> amount, of the invoices whose refunds the batch
+        answers."""
+        wanted = list({str(e.originator_id) for _, e in events if isinstance(e, _REFUND_ANSWERS)})
+        select = "SELECT invoice_id, number, amount FROM history_refunds"
+        return {
+            (read_uuid(invoice_id), read_int(number)): read_int(amount)
+            for invoice_id, number, amount in select_in(tx, select, "invoice_id", wanted)
+        }
+
 
 @dataclass(frozen=True)
 class HistoryLine:
@@ -283,6 +486,7 @@ class HistoryLine:
     kind: str
     description: str
     subscription_id: UUID | None
+    invoice_id: UUID | None
     price_id: str | None
     previous_price_id: str | None
     currency: str | None
@@ -298,6 +502,7 @@ class HistoryLine:
             "kind": self.kind,
             "description": self.description,
             "subscription_id": None if self.subscription_id is None else str(self.subscription_id),
+            "invoice_id": None if self.invoice_id is None else str(self.invoice_id),
             "price_id": self.price_id,
             "previous_price_id": self.previous_price_id,
             "currency": self.currency,
@@ -322,6 +527,7 @@ def customer_history(db: Database, customer_id: UUID) -> list[HistoryLine]:
             kind=kind,
             description=description,
             subscription_id=None if subscription is None else read_uuid(subscription),
+            invoice_id=None if invoice is None else read_uuid(invoice),
             price_id=price_id,
             previous_price_id=previous_price_id,
             currency=currency,
@@ -336,6 +542,7 @@ def customer_history(db: Database, customer_id: UUID) -> list[HistoryLine]:
             kind,
             description,
             subscription,
+            invoice,
             price_id,
             previous_price_id,
             currency,

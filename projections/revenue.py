@@ -1,4 +1,4 @@
-"""Revenue statistics: MRR movements and customer flows per currency and day.
+"""Revenue statistics: MRR movements, customer flows and payments per currency and day.
 
 The tables hold flows only (what changed on a day); levels such as MRR or paying
 customers on a day are running sums of the flows (the ``revenue_daily`` and
@@ -12,7 +12,11 @@ reactivation if the customer paid before; up while above 0 is expansion; down bu
 0 is contraction; >0 -> 0 is churn. A change recorded late is put in its place and the
 movements after it are classified again (``_move``). ``revenue_subscriptions``,
 ``revenue_customers`` and ``revenue_changes`` keep the state this needs; ``revenue_days``
-has a row per currency and day, so that daily and monthly series have no holes.
+has a row per currency and day, so that daily and monthly series have no holes. A
+subscription's MRR is its price after the discount in force, while billed (``active`` or
+``past_due``: a failed payment changes no MRR until dunning gives up). Money collected
+and refunded, failed and recovered payments are flows of the same days
+(``projections.payment_flows``).
 """
 
 from __future__ import annotations
@@ -24,11 +28,28 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from ledger.catalog import Price
 from ledger.customers import Customer
-from ledger.subscriptions import BILLED, ENDED, Subscription, SubscriptionStatus
+from ledger.discounts import Discount
+from ledger.subscriptions import ENDED, Subscription, SubscriptionStatus
+from projections import payment_flows
 from projections.database import Transaction, select_in
 from projections.events import subscriptions_to_load
+from projections.payment_flows import PaymentFlows
 from projections.projection import Positioned, Projection
+from projections.subscription_state import (
+    DISCOUNT_COLUMNS,
+    DISCOUNT_SCHEMA,
+    DUNNING_EVENTS,
+    PRICE_COLUMNS,
+    PRICE_SCHEMA,
+    after_collection,
+    billed_mrr,
+    discount_params,
+    price_params,
+    read_discount,
+    read_price,
+)
 from projections.values import (
     instant,
     maybe_instant,
@@ -40,7 +61,6 @@ from projections.values import (
     read_uuid,
 )
 
-_BILLED = frozenset(status.value for status in BILLED)
 _TRIALING = SubscriptionStatus.TRIALING.value
 _LIVE = frozenset(status.value for status in SubscriptionStatus if status not in ENDED)
 
@@ -54,6 +74,7 @@ DAY_COUNTS = (
     "trials_started",
     "trials_converted",
     "trials_not_converted",
+    *payment_flows.FLOWS,
 )
 NET_MRR = "new_mrr + expansion_mrr - contraction_mrr - churn_mrr + reactivation_mrr"
 PAYING_CHANGE = "new_customers + reactivated_customers - churned_customers"
@@ -63,27 +84,57 @@ PAYING_CHANGE = "new_customers + reactivated_customers - churned_customers"
 class SubscriptionState:
     subscription_id: UUID
     customer_id: UUID
-    currency: str
-    plan_code: str
+    price: Price
     status: str
-    price_mrr: int  # what its price adds to MRR while billed
+    invoices_in_dunning: int
+    discount: Discount | None
     mrr: int
 
+    @property
+    def currency(self) -> str:
+        return self.price.currency
+
     def as_params(self) -> tuple[Any, ...]:
+        """The values of ``SUBSCRIPTION_COLUMNS``."""
         return (
             str(self.subscription_id),
             str(self.customer_id),
-            self.currency,
-            self.plan_code,
+            *price_params(self.price),
             self.status,
-            self.price_mrr,
+            self.invoices_in_dunning,
+            *discount_params(self.discount),
             self.mrr,
         )
 
     @property
     def plan_key(self) -> tuple[str, str, int] | None:
         """(plan, status, MRR) while it counts as a subscriber, else None."""
-        return (self.plan_code, self.status, self.mrr) if self.status in _LIVE else None
+        return (self.price.plan_code, self.status, self.mrr) if self.status in _LIVE else None
+
+
+SUBSCRIPTION_COLUMNS = (
+    "subscription_id",
+    "customer_id",
+    *PRICE_COLUMNS,
+    "status",
+    "invoices_in_dunning",
+    *DISCOUNT_COLUMNS,
+    "mrr",
+)
+
+
+def _read_subscription(row: Sequence[Any]) -> SubscriptionState:
+    value = dict(zip(SUBSCRIPTION_COLUMNS, row, strict=True))
+    price = read_price([value[column] for column in PRICE_COLUMNS])
+    return SubscriptionState(
+        subscription_id=read_uuid(value["subscription_id"]),
+        customer_id=read_uuid(value["customer_id"]),
+        price=price,
+        status=str(value["status"]),
+        invoices_in_dunning=read_int(value["invoices_in_dunning"]),
+        discount=read_discount([value[column] for column in DISCOUNT_COLUMNS], price.currency),
+        mrr=read_int(value["mrr"]),
+    )
 
 
 @dataclass(frozen=True, order=True)
@@ -131,23 +182,32 @@ class Batch:
 
 
 def _apply(sub: SubscriptionState, event: Any) -> None:
+    """The event's effect on what the subscription brings, as ``Subscription`` applies it."""
     if isinstance(event, Subscription.TrialEnded):
         if event.converted:
             sub.status = SubscriptionStatus.ACTIVE.value
-            sub.plan_code, sub.price_mrr = event.price.plan_code, event.price.mrr.amount
+            sub.price = event.price
         else:
             sub.status = SubscriptionStatus.EXPIRED.value
     elif isinstance(event, Subscription.Renewed):
-        sub.plan_code, sub.price_mrr = event.price.plan_code, event.price.mrr.amount
+        sub.price = event.price
     elif isinstance(event, Subscription.PlanChanged):
-        sub.plan_code, sub.price_mrr = event.to_price.plan_code, event.to_price.mrr.amount
+        sub.price = event.to_price
     elif isinstance(event, Subscription.Canceled):
         sub.status = SubscriptionStatus.CANCELED.value
     elif isinstance(event, Subscription.Paused):
         sub.status = SubscriptionStatus.PAUSED.value
     elif isinstance(event, Subscription.Resumed):
         sub.status = SubscriptionStatus.ACTIVE.value
-    sub.mrr = sub.price_mrr if sub.status in _BILLED else 0
+    elif isinstance(event, Subscription.DiscountApplied):
+        sub.discount = event.discount
+    elif isinstance(event, Subscription.DiscountEnded):
+        sub.discount = None
+    elif isinstance(event, DUNNING_EVENTS):
+        sub.status, sub.invoices_in_dunning = after_collection(
+            event, sub.status, sub.invoices_in_dunning
+        )
+    sub.mrr = billed_mrr(sub.status, sub.price, sub.discount)
 
 
 def _movement(before: int, after: int, has_paid: bool) -> list[tuple[str, int]]:
@@ -237,13 +297,14 @@ def _days_between(first: date, last: date) -> Iterable[date]:
 
 class RevenueStatistics(Projection):
     name = "revenue"
-    version = 1
+    version = 2
     tables = (
         "revenue_days",
         "revenue_plan_days",
         "revenue_subscriptions",
         "revenue_customers",
         "revenue_changes",
+        *payment_flows.TABLES,
     )
     views = ("revenue_daily", "revenue_monthly")
     schema = (
@@ -264,13 +325,13 @@ class RevenueStatistics(Projection):
             mrr_change BIGINT NOT NULL,
             PRIMARY KEY (currency, day, plan_code, status)
         )""",
-        """CREATE TABLE revenue_subscriptions (
+        f"""CREATE TABLE revenue_subscriptions (
             subscription_id UUID PRIMARY KEY,
             customer_id UUID NOT NULL,
-            currency TEXT NOT NULL,
-            plan_code TEXT NOT NULL,
+            {PRICE_SCHEMA},
             status TEXT NOT NULL,
-            price_mrr BIGINT NOT NULL,
+            invoices_in_dunning INTEGER NOT NULL,
+            {DISCOUNT_SCHEMA},
             mrr BIGINT NOT NULL
         )""",
         """CREATE TABLE revenue_customers (
@@ -289,6 +350,7 @@ class RevenueStatistics(Projection):
             delta BIGINT NOT NULL,
             PRIMARY KEY (customer_id, currency, position)
         )""",
+        *payment_flows.SCHEMA,
         f"""CREATE VIEW revenue_daily AS
         SELECT currency, day, month,
             {", ".join(DAY_COUNTS[:5])},
@@ -314,87 +376,93 @@ class RevenueStatistics(Projection):
         GROUP BY currency, month
         WINDOW running AS (PARTITION BY currency ORDER BY month ROWS UNBOUNDED PRECEDING)""",
     )
-    handles = frozenset(
-        {
-            Customer.Registered,
-            Subscription.Started,
-            Subscription.TrialEnded,
-            Subscription.Renewed,
-            Subscription.PlanChanged,
-            Subscription.Canceled,
-            Subscription.Paused,
-            Subscription.Resumed,
-        }
+    handles = (
+        frozenset(
+            {
+                Customer.Registered,
+                Subscription.Started,
+                Subscription.TrialEnded,
+                Subscription.Renewed,
+                Subscription.PlanChanged,
+                Subscription.Canceled,
+                Subscription.Paused,
+                Subscription.Resumed,
+                Subscription.DiscountApplied,
+                Subscription.DiscountEnded,
+                *DUNNING_EVENTS,
+            }
+        )
+        | payment_flows.EVENTS
     )
 
     def process(self, tx: Transaction, events: Sequence[Positioned]) -> None:
         subs = self._subscriptions(tx, events)
         customers = self._customers(tx, events, subs)
+        payments = PaymentFlows(tx, events)
         batch = Batch(defaultdict(Counter), defaultdict(lambda: [0, 0]))
         for position, event in events:
             day = event.timestamp.date().isoformat()
             if isinstance(event, Customer.Registered):
                 batch.count(event.currency, day, "registered_customers")
-                continue
-            if isinstance(event, Subscription.Started):
-                sub = subs[event.originator_id] = SubscriptionState(
-                    event.originator_id,
-                    event.customer_id,
-                    event.price.currency,
-                    event.price.plan_code,
-                    event.status.value,
-                    event.price.mrr.amount,
-                    0,
-                )
-                batch.touch(sub.currency, day)
-                before_key, before_mrr = None, 0
-                if event.status is SubscriptionStatus.TRIALING:
-                    batch.count(sub.currency, day, "trials_started")
+            elif type(event) in payment_flows.EVENTS:
+                currency, flows = payments.apply(event)
+                batch.touch(currency, day)
+                for column, value in flows:
+                    batch.count(currency, day, column, value)
             else:
-                sub = subs[event.originator_id]
-                batch.touch(sub.currency, day)
-                before_key, before_mrr = sub.plan_key, sub.mrr
-                if isinstance(event, Subscription.TrialEnded):
-                    outcome = "converted" if event.converted else "not_converted"
-                    batch.count(sub.currency, day, f"trials_{outcome}")
-                elif isinstance(event, Subscription.Canceled) and sub.status == _TRIALING:
-                    # A trial canceled before it ends is a trial that did not convert.
-                    batch.count(sub.currency, day, "trials_not_converted")
-            _apply(sub, event)
-            if sub.plan_key != before_key:
-                if before_key is not None:
-                    batch.plan(sub.currency, day, before_key, -1)
-                if sub.plan_key is not None:
-                    batch.plan(sub.currency, day, sub.plan_key, +1)
-            if sub.mrr != before_mrr:
-                key = (sub.customer_id, sub.currency)
-                customer = customers.get(key)
-                if customer is None:
-                    customer = customers[key] = CustomerState(*key, 0, False, None)
-                change = Change(event.timestamp, position, sub.mrr - before_mrr)
-                _move(batch, customer, change, tx)
+                self._subscription_event(tx, batch, subs, customers, position, event)
         self._write(tx, subs.values(), customers.values(), batch)
+        payments.write(tx)
+
+    def _subscription_event(
+        self,
+        tx: Transaction,
+        batch: Batch,
+        subs: dict[UUID, SubscriptionState],
+        customers: dict[tuple[UUID, str], CustomerState],
+        position: int,
+        event: Any,
+    ) -> None:
+        """Books the trial counts, subscribers by plan and MRR movements of one event."""
+        day = event.timestamp.date().isoformat()
+        if isinstance(event, Subscription.Started):
+            sub = subs[event.originator_id] = SubscriptionState(
+                event.originator_id, event.customer_id, event.price, event.status.value, 0, None, 0
+            )
+            batch.touch(sub.currency, day)
+            before_key, before_mrr = None, 0
+            if event.status is SubscriptionStatus.TRIALING:
+                batch.count(sub.currency, day, "trials_started")
+        else:
+            sub = subs[event.originator_id]
+            batch.touch(sub.currency, day)
+            before_key, before_mrr = sub.plan_key, sub.mrr
+            if isinstance(event, Subscription.TrialEnded):
+                outcome = "converted" if event.converted else "not_converted"
+                batch.count(sub.currency, day, f"trials_{outcome}")
+            elif isinstance(event, Subscription.Canceled) and sub.status == _TRIALING:
+                # A trial canceled before it ends is a trial that did not convert.
+                batch.count(sub.currency, day, "trials_not_converted")
+        _apply(sub, event)
+        if sub.plan_key != before_key:
+            if before_key is not None:
+                batch.plan(sub.currency, day, before_key, -1)
+            if sub.plan_key is not None:
+                batch.plan(sub.currency, day, sub.plan_key, +1)
+        if sub.mrr != before_mrr:
+            key = (sub.customer_id, sub.currency)
+            customer = customers.get(key)
+            if customer is None:
+                customer = customers[key] = CustomerState(*key, 0, False, None)
+            change = Change(event.timestamp, position, sub.mrr - before_mrr)
+            _move(batch, customer, change, tx)
 
     def _subscriptions(
         self, tx: Transaction, events: Sequence[Positioned]
     ) -> dict[UUID, SubscriptionState]:
-        wanted = subscriptions_to_load(events)
-        select = (
-            "SELECT subscription_id, customer_id, currency, plan_code, status, price_mrr, mrr "
-            "FROM revenue_subscriptions"
-        )
-        return {
-            read_uuid(row[0]): SubscriptionState(
-                read_uuid(row[0]),
-                read_uuid(row[1]),
-                row[2],
-                row[3],
-                row[4],
-                read_int(row[5]),
-                read_int(row[6]),
-            )
-            for row in select_in(tx, select, "subscription_id", wanted)
-        }
+        select = f"SELECT {', '.join(SUBSCRIPTION_COLUMNS)} FROM revenue_subscriptions"
+        rows = select_in(tx, select, "subscription_id", subscriptions_to_load(events))
+        return {sub.subscription_id: sub for sub in map(_read_subscription, rows)}
 
     def _customers(
         self,
@@ -428,11 +496,10 @@ class RevenueStatistics(Projection):
         batch: Batch,
     ) -> None:
         tx.insert_rows(
-            "INSERT INTO revenue_subscriptions (subscription_id, customer_id, currency, "
-            "plan_code, status, price_mrr, mrr)",
+            f"INSERT INTO revenue_subscriptions ({', '.join(SUBSCRIPTION_COLUMNS)})",
             [s.as_params() for s in subs],
-            "ON CONFLICT (subscription_id) DO UPDATE SET plan_code = excluded.plan_code, "
-            "status = excluded.status, price_mrr = excluded.price_mrr, mrr = excluded.mrr",
+            "ON CONFLICT (subscription_id) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in SUBSCRIPTION_COLUMNS[2:]),
         )
         tx.insert_rows(
             "INSERT INTO revenue_customers (customer_id, currency, mrr, has_paid, last_change_at)",

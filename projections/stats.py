@@ -1,4 +1,5 @@
-"""Revenue figures over a date range, read from the revenue projection's tables.
+"""Revenue figures over a date range (MRR and its movements, customers, trials and
+payments), read from the revenue projection's tables.
 
 Levels (MRR, paying customers) at a day are sums of the daily flows up to that day; the
 movements of a range are sums of its days. docs/metrics.md gives every formula.
@@ -12,6 +13,7 @@ from fractions import Fraction
 from typing import Any
 
 from projections.database import Database
+from projections.payment_flows import FLOWS
 from projections.revenue import DAY_COUNTS, MOVEMENTS, NET_MRR, PAYING_CHANGE
 from projections.values import read_day, read_int
 
@@ -65,6 +67,11 @@ class Figures:
     trials_started: int
     trials_converted: int
     trials_not_converted: int
+    collected: int  # minor units, by successful payments
+    refunded: int  # minor units, by successful refunds
+    failed_payments: int
+    recovered_payments: int  # payments that succeeded on a dunning retry
+    recovered: int  # minor units collected by those
     subscribers: tuple[PlanSubscribers, ...] = field(default=())
 
     @property
@@ -149,6 +156,7 @@ class Figures:
             "trials_converted": self.trials_converted,
             "trials_not_converted": self.trials_not_converted,
             "trial_conversion_rate": _rate(self.trial_conversion_rate),
+            **{flow: getattr(self, flow) for flow in FLOWS},
             "subscribers": [
                 {
                     "plan": s.plan_code,
@@ -226,6 +234,11 @@ def figures(db: Database, currency: str, start: date, end: date) -> Figures:
         trials_started=sums["trials_started"],
         trials_converted=sums["trials_converted"],
         trials_not_converted=sums["trials_not_converted"],
+        collected=sums["collected"],
+        refunded=sums["refunded"],
+        failed_payments=sums["failed_payments"],
+        recovered_payments=sums["recovered_payments"],
+        recovered=sums["recovered"],
         subscribers=tuple(
             PlanSubscribers(plan, status, read_int(count), read_int(mrr))
             for plan, status, count, mrr in plans
@@ -240,7 +253,7 @@ def months(db: Database, currency: str, start: date, end: date) -> list[Figures]
         "SELECT month, first_day, last_day, mrr_at_start, "
         f"{', '.join(f'{name}_mrr' for name in MOVEMENTS)}, paying_customers_at_start, "
         "new_customers, reactivated_customers, churned_customers, customers_at_end, "
-        "trials_started, trials_converted, trials_not_converted "
+        f"trials_started, trials_converted, trials_not_converted, {', '.join(FLOWS)} "
         "FROM revenue_monthly WHERE currency = ? AND month >= ? AND month <= ? ORDER BY month",
         (currency, start.isoformat()[:7], end.isoformat()[:7]),
     )
@@ -259,6 +272,11 @@ def months(db: Database, currency: str, start: date, end: date) -> list[Figures]
             trials_started=read_int(row[14]),
             trials_converted=read_int(row[15]),
             trials_not_converted=read_int(row[16]),
+            collected=read_int(row[17]),
+            refunded=read_int(row[18]),
+            failed_payments=read_int(row[19]),
+            recovered_payments=read_int(row[20]),
+            recovered=read_int(row[21]),
         )
         for row in rows
     ]

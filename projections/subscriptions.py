@@ -1,6 +1,7 @@
-"""``current_subscriptions``: one row per subscription as it stands; ``due_work``: what
-falls due when (trial ends, renewals, scheduled plan changes, cancellations and resumes),
-which the billing clock reads.
+"""``current_subscriptions``: one row per subscription as it stands (with the discount in
+force and its invoices in dunning); ``due_work``: what falls due when (trial ends,
+renewals, scheduled plan changes, cancellations and resumes), which the billing clock
+reads.
 
 A batch loads the rows its events touch, applies the events in memory, then writes each
 touched row once: a subscription renewed twelve times in a batch costs one upsert.
@@ -9,19 +10,31 @@ touched row once: a subscription renewed twelve times in a batch costs one upser
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any
 from uuid import UUID
 
-from ledger.calendar import Interval, IntervalUnit, Period
-from ledger.catalog import Price, normalised_to_month
-from ledger.money import Money
-from ledger.subscriptions import BILLED, Subscription, SubscriptionStatus
+from ledger.calendar import Period
+from ledger.catalog import Price
+from ledger.discounts import Discount
+from ledger.subscriptions import Subscription, SubscriptionStatus
 from projections.database import Transaction, chunked, placeholders, select_in
 from projections.events import SUBSCRIPTION_EVENTS, subscriptions_to_load
 from projections.projection import Positioned, Projection
+from projections.subscription_state import (
+    DISCOUNT_COLUMNS,
+    DISCOUNT_SCHEMA,
+    DUNNING_EVENTS,
+    PRICE_COLUMNS,
+    PRICE_SCHEMA,
+    after_collection,
+    billed_mrr,
+    discount_params,
+    price_params,
+    read_discount,
+    read_price,
+)
 from projections.values import (
     instant,
     maybe_instant,
@@ -32,7 +45,6 @@ from projections.values import (
     read_uuid,
 )
 
-_BILLED = frozenset(status.value for status in BILLED)
 _ENDED = frozenset({SubscriptionStatus.CANCELED.value, SubscriptionStatus.EXPIRED.value})
 
 
@@ -40,12 +52,7 @@ _ENDED = frozenset({SubscriptionStatus.CANCELED.value, SubscriptionStatus.EXPIRE
 class SubscriptionRow:
     subscription_id: UUID
     customer_id: UUID
-    plan_code: str
-    price_id: str
-    currency: str
-    amount: int
-    interval_unit: str
-    interval_count: int
+    price: Price
     status: str
     started_at: datetime
     trial_end: datetime | None
@@ -57,15 +64,10 @@ class SubscriptionRow:
     cancel_at_period_end: bool
     resume_at: datetime | None
     ended_at: datetime | None
+    invoices_in_dunning: int
+    discount: Discount | None
     mrr: int
     updated_at: datetime
-
-    def set_price(self, price: Price) -> None:
-        self.plan_code = price.plan_code
-        self.price_id = price.id
-        self.amount = price.amount.amount
-        self.interval_unit = str(price.interval.unit)
-        self.interval_count = price.interval.count
 
     def set_period(self, period: Period) -> None:
         self.period_index, self.period_start, self.period_end = (
@@ -74,26 +76,28 @@ class SubscriptionRow:
             period.end,
         )
 
-    def refresh_mrr(self) -> None:
-        self.mrr = (
-            _monthly(self.amount, self.currency, self.interval_unit, self.interval_count)
-            if self.status in _BILLED
-            else 0
-        )
+    def end(self, at: datetime) -> None:
+        """Canceled or expired at ``at``: nothing is scheduled any more."""
+        self.ended_at = at
+        self.cancel_at, self.cancel_at_period_end = None, False
+        self.pending_price_id = None
+        self.resume_at = None
 
     def due(self) -> Iterator[tuple[str, datetime, str]]:
         """(kind, instant, price id) of what falls due, as ``advance`` applies it: nothing
-        happens after a scheduled cancellation, which wins a tie with a period's end."""
+        happens after a scheduled cancellation, which wins a tie with a period's end. An
+        unpaid subscription, like a paused one, renews unbilled."""
         if self.status in _ENDED:
             return
+        price_id = self.price.id
         end = self.cancel_at
         if end is not None:
-            yield "cancel", end, self.price_id
+            yield "cancel", end, price_id
         if self.resume_at is not None and (end is None or self.resume_at < end):
-            yield "resume", self.resume_at, self.price_id
+            yield "resume", self.resume_at, price_id
         if end is None or self.period_end < end:
             trialing = self.status == SubscriptionStatus.TRIALING.value
-            yield ("trial_end" if trialing else "renewal"), self.period_end, self.price_id
+            yield ("trial_end" if trialing else "renewal"), self.period_end, price_id
             if self.pending_price_id is not None:
                 yield "plan_change", self.period_end, self.pending_price_id
 
@@ -102,12 +106,7 @@ class SubscriptionRow:
         return (
             str(self.subscription_id),
             str(self.customer_id),
-            self.plan_code,
-            self.price_id,
-            self.currency,
-            self.amount,
-            self.interval_unit,
-            self.interval_count,
+            *price_params(self.price),
             self.status,
             instant(self.started_at),
             maybe_instant(self.trial_end),
@@ -119,20 +118,33 @@ class SubscriptionRow:
             self.cancel_at_period_end,
             maybe_instant(self.resume_at),
             maybe_instant(self.ended_at),
+            self.invoices_in_dunning,
+            *discount_params(self.discount),
             self.mrr,
             instant(self.updated_at),
         )
 
 
-@cache
-def _monthly(amount: int, currency: str, unit: str, count: int) -> int:
-    return normalised_to_month(Money(amount, currency), Interval(IntervalUnit(unit), count)).amount
-
-
-COLUMNS = tuple(f.name for f in fields(SubscriptionRow))
-_INSTANTS = frozenset({"started_at", "period_start", "period_end", "updated_at"})
-_MAYBE_INSTANTS = frozenset({"trial_end", "cancel_at", "resume_at", "ended_at"})
-
+COLUMNS = (
+    "subscription_id",
+    "customer_id",
+    *PRICE_COLUMNS,
+    "status",
+    "started_at",
+    "trial_end",
+    "period_index",
+    "period_start",
+    "period_end",
+    "pending_price_id",
+    "cancel_at",
+    "cancel_at_period_end",
+    "resume_at",
+    "ended_at",
+    "invoices_in_dunning",
+    *DISCOUNT_COLUMNS,
+    "mrr",
+    "updated_at",
+)
 INSERT = f"INSERT INTO current_subscriptions ({', '.join(COLUMNS)})"
 ON_CONFLICT = "ON CONFLICT (subscription_id) DO UPDATE SET " + ", ".join(
     f"{c} = excluded.{c}" for c in COLUMNS[1:]
@@ -140,35 +152,35 @@ ON_CONFLICT = "ON CONFLICT (subscription_id) DO UPDATE SET " + ", ".join(
 
 
 def _read(row: Sequence[Any]) -> SubscriptionRow:
-    values: dict[str, Any] = {}
-    for column, value in zip(COLUMNS, row, strict=True):
-        if column in _INSTANTS:
-            value = read_instant(value)
-        elif column in _MAYBE_INSTANTS:
-            value = read_maybe_instant(value)
-        elif column in ("amount", "interval_count", "period_index", "mrr"):
-            value = read_int(value)
-        elif column == "cancel_at_period_end":
-            value = read_bool(value)
-        elif column in ("subscription_id", "customer_id"):
-            value = read_uuid(value)
-        elif value is not None:
-            value = str(value)
-        values[column] = value
-    return SubscriptionRow(**values)
+    value = dict(zip(COLUMNS, row, strict=True))
+    price = read_price([value[column] for column in PRICE_COLUMNS])
+    return SubscriptionRow(
+        subscription_id=read_uuid(value["subscription_id"]),
+        customer_id=read_uuid(value["customer_id"]),
+        price=price,
+        status=str(value["status"]),
+        started_at=read_instant(value["started_at"]),
+        trial_end=read_maybe_instant(value["trial_end"]),
+        period_index=read_int(value["period_index"]),
+        period_start=read_instant(value["period_start"]),
+        period_end=read_instant(value["period_end"]),
+        pending_price_id=value["pending_price_id"],
+        cancel_at=read_maybe_instant(value["cancel_at"]),
+        cancel_at_period_end=read_bool(value["cancel_at_period_end"]),
+        resume_at=read_maybe_instant(value["resume_at"]),
+        ended_at=read_maybe_instant(value["ended_at"]),
+        invoices_in_dunning=read_int(value["invoices_in_dunning"]),
+        discount=read_discount([value[column] for column in DISCOUNT_COLUMNS], price.currency),
+        mrr=read_int(value["mrr"]),
+        updated_at=read_instant(value["updated_at"]),
+    )
 
 
 def _started(event: Subscription.Started) -> SubscriptionRow:
-    price = event.price
     return SubscriptionRow(
         subscription_id=event.originator_id,
         customer_id=event.customer_id,
-        plan_code=price.plan_code,
-        price_id=price.id,
-        currency=price.currency,
-        amount=price.amount.amount,
-        interval_unit=str(price.interval.unit),
-        interval_count=price.interval.count,
+        price=event.price,
         status=event.status.value,
         started_at=event.timestamp,
         trial_end=event.trial_end,
@@ -180,6 +192,8 @@ def _started(event: Subscription.Started) -> SubscriptionRow:
         cancel_at_period_end=False,
         resume_at=None,
         ended_at=None,
+        invoices_in_dunning=0,
+        discount=None,
         mrr=0,
         updated_at=event.timestamp,
     )
@@ -191,16 +205,14 @@ def _apply(row: SubscriptionRow, event: Any) -> None:
         row.pending_price_id = None
         if isinstance(event, Subscription.TrialEnded) and not event.converted:
             row.status = SubscriptionStatus.EXPIRED.value
-            row.ended_at = event.timestamp
-            row.cancel_at, row.cancel_at_period_end = None, False
-            row.resume_at = None
+            row.end(event.timestamp)
         else:
             if isinstance(event, Subscription.TrialEnded):
                 row.status = SubscriptionStatus.ACTIVE.value
-            row.set_price(event.price)
+            row.price = event.price
             row.set_period(event.period)
     elif isinstance(event, Subscription.PlanChanged):
-        row.set_price(event.to_price)
+        row.price = event.to_price
         row.set_period(event.period)
         row.pending_price_id = None
         if row.cancel_at_period_end:
@@ -215,10 +227,7 @@ def _apply(row: SubscriptionRow, event: Any) -> None:
         row.cancel_at, row.cancel_at_period_end = None, False
     elif isinstance(event, Subscription.Canceled):
         row.status = SubscriptionStatus.CANCELED.value
-        row.ended_at = event.timestamp
-        row.cancel_at, row.cancel_at_period_end = None, False
-        row.pending_price_id = None
-        row.resume_at = None
+        row.end(event.timestamp)
     elif isinstance(event, Subscription.Paused):
         row.status = SubscriptionStatus.PAUSED.value
     elif isinstance(event, Subscription.ResumeScheduled):
@@ -226,22 +235,29 @@ def _apply(row: SubscriptionRow, event: Any) -> None:
     elif isinstance(event, Subscription.Resumed):
         row.status = SubscriptionStatus.ACTIVE.value
         row.resume_at = None
+    elif isinstance(event, Subscription.DiscountApplied):
+        row.discount = event.discount
+    elif isinstance(event, Subscription.DiscountEnded):
+        row.discount = None
+    elif isinstance(event, DUNNING_EVENTS):
+        row.status, row.invoices_in_dunning = after_collection(
+            event, row.status, row.invoices_in_dunning
+        )
+        if isinstance(event, Subscription.DunningExhausted):
+            row.resume_at = None
+            if event.canceled:
+                row.end(event.timestamp)
 
 
 class CurrentSubscriptions(Projection):
     name = "subscriptions"
-    version = 1
+    version = 2
     tables = ("current_subscriptions", "due_work")
     schema = (
-        """CREATE TABLE current_subscriptions (
+        f"""CREATE TABLE current_subscriptions (
             subscription_id UUID PRIMARY KEY,
             customer_id UUID NOT NULL,
-            plan_code TEXT NOT NULL,
-            price_id TEXT NOT NULL,
-            currency TEXT NOT NULL,
-            amount BIGINT NOT NULL,
-            interval_unit TEXT NOT NULL,
-            interval_count INTEGER NOT NULL,
+            {PRICE_SCHEMA},
             status TEXT NOT NULL,
             started_at TIMESTAMPTZ NOT NULL,
             trial_end TIMESTAMPTZ,
@@ -253,6 +269,8 @@ class CurrentSubscriptions(Projection):
             cancel_at_period_end BOOLEAN NOT NULL,
             resume_at TIMESTAMPTZ,
             ended_at TIMESTAMPTZ,
+            invoices_in_dunning INTEGER NOT NULL,
+            {DISCOUNT_SCHEMA},
             mrr BIGINT NOT NULL,
             updated_at TIMESTAMPTZ NOT NULL
         )""",
@@ -280,7 +298,7 @@ class CurrentSubscriptions(Projection):
                 _apply(row, event)
             row.updated_at = event.timestamp
         for row in rows.values():
-            row.refresh_mrr()
+            row.mrr = billed_mrr(row.status, row.price, row.discount)
         tx.insert_rows(INSERT, [row.as_params() for row in rows.values()], ON_CONFLICT)
         for chunk in chunked([str(key) for key in rows]):
             tx.execute(

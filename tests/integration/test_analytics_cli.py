@@ -20,10 +20,11 @@ from commands.cli import app
 from ledger.application import Ledger
 from ledger.customers import Customer
 from ledger.subscriptions import Subscription
+from projections import all_projections
 
 runner = CliRunner()
 
-PROJECTIONS = ["subscriptions", "history", "revenue"]
+PROJECTIONS = [projection.name for projection in all_projections()]
 PROJECTION_TABLES = (
     "current_subscriptions",
     "due_work",
@@ -58,6 +59,11 @@ FIGURES = {
     "trials_converted",
     "trials_not_converted",
     "trial_conversion_rate",
+    "collected",
+    "refunded",
+    "failed_payments",
+    "recovered_payments",
+    "recovered",
     "subscribers",
     "months",
 }
@@ -149,6 +155,10 @@ def test_stats_json_has_every_figure_for_each_currency(demo_url: str) -> None:
         assert {"plan", "status", "subscribers", "mrr"} == set(figures["subscribers"][0])
         assert figures["months"], currency
         assert figures["months"][-1]["mrr"] == figures["mrr"]
+        # Renewals were paid in the last 30 days; recoveries are part of what was collected.
+        assert figures["collected"] > 0
+        assert 0 <= figures["recovered"] <= figures["collected"]
+        assert sum(m["collected"] for m in figures["months"]) >= figures["collected"]
 
 
 def test_stats_json_gives_every_month_the_range_touches(demo_url: str) -> None:
@@ -228,6 +238,11 @@ def test_stats_from_to_and_currency_filters(demo_url: str) -> None:
         "revenue_churn_rate",
         "net_revenue_retention",
         "trial_conversion_rate",
+        "collected",
+        "refunded",
+        "failed_payments",
+        "recovered_payments",
+        "recovered",
     ):
         assert eur[key] == same[key], key
     # --to alone: the 30 days before it.
@@ -255,7 +270,7 @@ def test_stats_refuses_what_it_cannot_answer(demo_url: str, tmp_path: Path) -> N
 def test_stats_renders_tables(demo_url: str) -> None:
     result = invoke("stats", "--database-url", demo_url)
     assert result.exit_code == 0, result.output
-    for text in ("MRR", "ARR", "EUR", "USD", "churn", "By month"):
+    for text in ("MRR", "ARR", "EUR", "USD", "churn", "By month", "Payments", "collected"):
         assert text in result.stdout, text
 
 
@@ -300,11 +315,15 @@ def test_history_json_lists_a_customers_life_in_order(sqlite_url: str) -> None:
     assert code == 0
     assert answer["customer_id"] == str(customer)
     lines = answer["history"]
+    # Each invoice comes just after the event that called for it (recorded together);
+    # no payment processor runs here, so no payment is recorded.
     assert [line["kind"] for line in lines] == [
         "customer.registered",
         "customer.payment_method_added",
         "subscription.started",
+        "invoice.issued",
         "subscription.plan_changed",
+        "invoice.issued",
         "subscription.paused",
         "subscription.resumed",
         "subscription.cancel_scheduled",
@@ -314,8 +333,9 @@ def test_history_json_lists_a_customers_life_in_order(sqlite_url: str) -> None:
     assert len(set(positions)) == len(positions)
     instants = [datetime.fromisoformat(line["occurred_at"]) for line in lines]
     assert instants == sorted(instants)
-    started, changed = lines[2], lines[3]
+    started, first_invoice, changed, change_invoice = lines[2:6]
     assert (started["price_id"], started["amount"]) == ("basic-month-eur-v1", 1000)
+    assert (first_invoice["currency"], first_invoice["amount"]) == ("EUR", 1000)
     assert (changed["previous_price_id"], changed["price_id"]) == (
         "basic-month-eur-v1",
         "pro-month-eur-v1",
@@ -324,6 +344,8 @@ def test_history_json_lists_a_customers_life_in_order(sqlite_url: str) -> None:
     assert changed["amount"] == changed["proration_charge"] - changed["proration_credit"]
     assert 990 <= changed["proration_credit"] <= 1000
     assert 1980 <= changed["proration_charge"] <= 2000
+    # The upgrade's invoice: the proration, charge less credit.
+    assert change_invoice["amount"] == changed["amount"]
 
     result = invoke("history", str(customer), "--database-url", sqlite_url)
     assert result.exit_code == 0, result.output

@@ -1,13 +1,15 @@
 """Property-based audit: the projections must say what the aggregates say.
 
-Hypothesis tells random stories: a few EUR customers (some with a card, some without),
-subscriptions to Basic or Pro monthly or Pro yearly, with or without a trial, and a random
-sequence of plan changes, cancellations (now, with or without refund, at period end, on a
-date), revocations, pauses (with or without a resume date), resumes, new cards, second
-subscriptions, clock advances of an hour to 40 days, and the billing clock run for one
-subscription at a time (often late, so that due transitions are recorded after other
-business of the same customer). Refused commands are part of life and skipped. The
-projections catch up at random points, in small batches.
+Hypothesis tells random stories: a few EUR customers (some with a card, some without;
+cards that pay, decline, expire or pay after one decline), subscriptions to Basic or Pro
+monthly or Pro yearly, with or without a trial, and a random sequence of plan changes,
+cancellations (now, with or without refund, at period end, on a date), revocations, pauses
+(with or without a resume date), resumes, new cards, coupons, second subscriptions, clock
+advances of an hour to 40 days, the billing clock run for one subscription at a time
+(often late, so that due transitions are recorded after other business of the same
+customer), the payment processor, dunning retries and give-ups, and refunds. Refused
+commands are part of life and skipped. The projections catch up at random points, in
+small batches.
 
 After each catch-up, and at the end (every subscription advanced to a final instant, in a
 random order), the tables are compared with expectations computed here from the stored
@@ -18,9 +20,11 @@ events and the aggregates alone, never with the projections' own code:
    have no rows, and the rows are those docs/projections.md lists;
 3. revenue, per day: MRR, paying customers, registered customers and subscribers by plan
    and status at the end of the day, each day's movements classified per customer in
-   business-time order (ties in recording order), trial counts, the bridge;
-4. ``transaction_history``: per customer, one row per event of the customer and of its
-   subscriptions, in business-time order, with the documented amounts;
+   business-time order (ties in recording order), trial counts, money collected and
+   refunded, failed and recovered payments, the bridge;
+4. ``transaction_history``: per customer, one row per event of the customer, of its
+   subscriptions and of its invoices (but payment requests), in business-time order, with
+   the documented amounts;
 5. a rebuild from position 0 writes exactly what the catch-ups wrote.
 
 The stories run on SQLite (a file per example) and, fewer, on PostgreSQL (a schema per
@@ -38,6 +42,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from random import Random
 from typing import Any, Literal
@@ -50,11 +55,15 @@ from hypothesis import strategies as st
 
 from commands import schemas as s
 from commands.bootstrap import bootstrap, projector
-from commands.lifecycle import advance_subscription
+from commands.lifecycle import advance_subscription, end_dunning, retry_payment
+from commands.payments import PaymentProcessor
+from gateways.port import Gateways
 from ledger.application import Ledger
 from ledger.clock import SimulatedClock
 from ledger.customers import Customer
+from ledger.dunning import DunningPolicy, ExhaustedAction
 from ledger.errors import DomainError
+from ledger.invoices import Invoice, InvoiceStatus
 from ledger.subscriptions import Subscription, SubscriptionStatus
 from projections import all_projections, stats
 from projections.database import Database
@@ -78,6 +87,7 @@ LIVE = frozenset(
         SubscriptionStatus.ACTIVE,
         SubscriptionStatus.PAST_DUE,
         SubscriptionStatus.PAUSED,
+        SubscriptionStatus.UNPAID,
     }
 )
 MOVEMENT_COLUMNS = (
@@ -93,7 +103,25 @@ MOVEMENT_COLUMNS = (
     "trials_started",
     "trials_converted",
     "trials_not_converted",
+    "collected",
+    "refunded",
+    "failed_payments",
+    "recovered_payments",
+    "recovered",
 )
+# Sandbox tokens of the cards customers add.
+TOKENS = (
+    "tok_visa",
+    "tok_chargeDeclinedInsufficientFunds",
+    "tok_chargeDeclinedExpiredCard",
+    "tok_recoversAfter_1",
+)
+# The coupons of every story: (code, fields of RegisterCoupon).
+COUPONS = {
+    "QUARTER": {"percent_off": Decimal("25"), "duration": "repeating", "duration_periods": 2},
+    "FIVE": {"amount_off": 500, "currency": CURRENCY, "duration": "once"},
+    "FREE": {"percent_off": Decimal("100"), "duration": "forever"},
+}
 
 # The actions of a story. Indices pick among the customers or subscriptions that exist
 # (modulo their number); an action with nothing to act on is skipped.
@@ -107,12 +135,13 @@ class Wait:
 
 @dataclass(frozen=True)
 class Register:
-    card: bool
+    card: str | None  # the card's token, if any
 
 
 @dataclass(frozen=True)
 class AddCard:
     customer: int
+    token: str
 
 
 @dataclass(frozen=True)
@@ -161,6 +190,34 @@ class Advance:
 
 
 @dataclass(frozen=True)
+class ApplyCoupon:
+    subscription: int | None  # None: the one the previous action was about
+    coupon: str
+
+
+@dataclass(frozen=True)
+class Pay:
+    """The payment processor carries out the requests recorded so far."""
+
+
+@dataclass(frozen=True)
+class Dun:
+    """Dunning, as the billing clock does it now: each invoice in dunning is retried if a
+    retry is due (its day came, or a new default card), else given up if dunning ran out."""
+
+
+@dataclass(frozen=True)
+class Void:
+    invoice: int  # among those in dunning
+
+
+@dataclass(frozen=True)
+class Refund:
+    invoice: int  # among the paid ones
+    amount: int | None  # None: all that is left
+
+
+@dataclass(frozen=True)
 class CatchUp:
     batch_size: int
 
@@ -176,6 +233,11 @@ Action = (
     | Pause
     | Resume
     | Advance
+    | ApplyCoupon
+    | Pay
+    | Dun
+    | Void
+    | Refund
     | CatchUp
 )
 
@@ -202,11 +264,13 @@ cancels = st.builds(
 )
 pauses = st.builds(Pause, subscription, st.one_of(st.none(), st.integers(1, 60)))
 advances = st.builds(Advance, subscription)
+# Mostly cards that pay.
+tokens = st.sampled_from([TOKENS[0], *TOKENS])
 # Picked with weights: time passes, plans change, cancellations come and go.
 weighted: list[st.SearchStrategy[Action]] = [
     *[waits] * 4,
-    st.builds(Register, st.booleans()),
-    st.builds(AddCard, index),
+    st.builds(Register, st.one_of(st.none(), tokens)),
+    st.builds(AddCard, index, tokens),
     *[subscribes] * 2,
     *[changes] * 3,
     *[cancels] * 3,
@@ -214,6 +278,11 @@ weighted: list[st.SearchStrategy[Action]] = [
     *[pauses] * 2,
     *[st.builds(Resume, subscription)] * 2,
     *[advances] * 3,
+    *[st.builds(ApplyCoupon, subscription, st.sampled_from(sorted(COUPONS)))] * 2,
+    *[st.just(Pay())] * 4,
+    *[st.just(Dun())] * 2,
+    st.builds(Void, index),
+    st.builds(Refund, index, st.one_of(st.none(), st.integers(1, 1500))),
     st.builds(CatchUp, st.integers(3, 20)),
 ]
 actions = st.sampled_from(weighted).flatmap(lambda strategy: strategy)
@@ -223,22 +292,24 @@ actions = st.sampled_from(weighted).flatmap(lambda strategy: strategy)
 class Tale:
     """A story: who is there at first, what happens, and how it ends."""
 
-    first_customers: tuple[bool, ...]  # with a card?
+    first_customers: tuple[str | None, ...]  # their card's token, if any
     first_subscriptions: tuple[Subscribe, ...]
     actions: tuple[Action, ...]
     final_wait_days: int
     final_batch_size: int
     advance_order_seed: int
+    on_exhausted: ExhaustedAction  # when dunning gives up
 
 
 tales = st.builds(
     Tale,
-    st.lists(st.booleans(), min_size=1, max_size=4).map(tuple),
+    st.lists(st.one_of(st.none(), tokens), min_size=1, max_size=4).map(tuple),
     st.lists(subscribes, min_size=1, max_size=5).map(tuple),
     st.lists(actions, min_size=20, max_size=80).map(tuple),
     st.integers(0, 70),
     st.integers(3, 20),
     st.integers(0, 2**16),
+    st.sampled_from(ExhaustedAction),
 )
 
 
@@ -248,8 +319,17 @@ class Story:
     ) -> None:
         self.shop = Shop(ledger, SimulatedClock(START))
         self.shop.open_catalog()
+        for code, fields in COUPONS.items():
+            self.shop.send(s.RegisterCoupon, code=code, **fields)
         self.ledger = ledger
         self.projections = projections
+        self.processor = PaymentProcessor(
+            ledger,
+            Gateways([self.shop.sandbox]),
+            projections.database,
+            self.clock,
+            wait=lambda *_: None,
+        )
         self.after_catch_up = after_catch_up
         self.customers: list[UUID] = []
         self.cards: Counter[UUID] = Counter()
@@ -261,18 +341,21 @@ class Story:
         return self.shop.clock
 
     def tell(self, tale: Tale) -> None:
+        self.ledger.dunning_policy = DunningPolicy(on_exhausted=tale.on_exhausted)
         for card in tale.first_customers:
             self.do(Register(card))
         for subscribe in tale.first_subscriptions:
             self.do(subscribe)
         for action in tale.actions:
             self.do(action)
-        # The end: a last wait, then the billing clock for everything, in a random order.
+        # The end: a last wait, then the billing clock for everything, in a random order,
+        # and the payments it asked for.
         self.clock.advance(timedelta(days=tale.final_wait_days))
         order = list(self.subscriptions)
         Random(tale.advance_order_seed).shuffle(order)
         for subscription_id in order:
             advance_subscription(self.ledger, subscription_id, self.clock.now())
+        self.processor.run()
         self.catch_up(tale.final_batch_size)
 
     def catch_up(self, batch_size: int) -> None:
@@ -283,6 +366,12 @@ class Story:
     def do(self, action: Action) -> None:
         with suppress(DomainError):  # a refusal is part of the story
             self._do(action)
+
+    def _invoice(self, i: int, wanted: Callable[[Invoice], bool]) -> Invoice | None:
+        """One of the invoices that are ``wanted``, if there are any."""
+        ids = sorted(self.ledger.ids_of(Invoice))
+        candidates = [i for i in map(self.ledger.invoice, ids) if wanted(i)]
+        return candidates[i % len(candidates)] if candidates else None
 
     def _customer(self, i: int) -> UUID | None:
         return self.customers[i % len(self.customers)] if self.customers else None
@@ -310,11 +399,26 @@ class Story:
                 s.RegisterCustomer, email=f"c{n}@example.com", name=f"C{n}", currency="EUR"
             )
             self.customers.append(UUID(answer["customer_id"]))
-            if action.card:
-                self._card(self.customers[-1])
+            if action.card is not None:
+                self._card(self.customers[-1], action.card)
         elif isinstance(action, AddCard):
             if (customer_id := self._customer(action.customer)) is not None:
-                self._card(customer_id)
+                self._card(customer_id, action.token)
+        elif isinstance(action, Pay):
+            self.processor.run()
+        elif isinstance(action, Dun):
+            for invoice_id in sorted(self.ledger.ids_of(Invoice)):
+                if self.ledger.invoice(invoice_id).awaits_retry:
+                    now = self.clock.now()
+                    retry_payment(self.ledger, invoice_id, now) or end_dunning(
+                        self.ledger, invoice_id, now
+                    )
+        elif isinstance(action, Refund):
+            if (invoice := self._invoice(action.invoice, refundable)) is not None:
+                send(s.RefundInvoice, invoice_id=invoice.id, amount=action.amount)
+        elif isinstance(action, Void):
+            if (invoice := self._invoice(action.invoice, in_dunning)) is not None:
+                send(s.VoidInvoice, invoice_id=invoice.id)
         elif isinstance(action, CatchUp):
             self.catch_up(action.batch_size)
         elif isinstance(action, Subscribe):
@@ -374,29 +478,60 @@ class Story:
             send(s.PauseSubscription, subscription_id=subscription_id, resume_at=resume_at)
         elif isinstance(action, Resume):
             send(s.ResumeSubscription, subscription_id=subscription_id)
+        elif isinstance(action, ApplyCoupon):
+            send(s.ApplyCoupon, subscription_id=subscription_id, coupon=action.coupon)
         else:
             assert isinstance(action, Advance)
             advance_subscription(self.ledger, subscription_id, self.clock.now())
 
-    def _card(self, customer_id: UUID) -> None:
+    def _card(self, customer_id: UUID, token: str) -> None:
+        """A new card, which becomes the customer's default."""
         self.cards[customer_id] += 1
-        self.shop.card(customer_id, f"pm_{self.cards[customer_id]}")
+        self.shop.card(customer_id, f"pm_{self.cards[customer_id]}", token, make_default=True)
+
+
+def in_dunning(invoice: Invoice) -> bool:
+    return invoice.awaits_retry
+
+
+def refundable(invoice: Invoice) -> bool:
+    return invoice.status is InvoiceStatus.PAID and invoice.refundable.amount > 0
 
 
 # What the stored events say, computed without the projections.
 
 
 @dataclass(frozen=True)
+class SubState:
+    """What a subscription counts as: plan, status and MRR (``Subscription.mrr``)."""
+
+    plan_code: str
+    status: SubscriptionStatus
+    mrr: int
+
+    @classmethod
+    def of(cls, sub: Subscription | None) -> SubState | None:
+        return None if sub is None else cls(sub.price.plan_code, sub.status, sub.mrr.amount)
+
+
+@dataclass(frozen=True)
 class Step:
-    """One stored event of a customer or a subscription, and what it left behind."""
+    """One stored event of a customer or a subscription, and what it did: the
+    subscription's state just before and just after it, in the subscription's own order
+    of events (which is its order in business time, save when the ledger stamps an event
+    earlier than one it recorded before; the event's effect is then still what it did)."""
 
     position: int
     event: Any
     customer_id: UUID
     subscription_id: UUID | None  # None for a customer's own event
-    status: SubscriptionStatus | None  # the subscription's, after the event
-    plan_code: str | None
-    mrr: int  # the subscription's MRR after the event (Subscription.mrr)
+    before: SubState | None  # None for a customer's event and for a start
+    after: SubState | None  # None for a customer's event
+
+    @property
+    def delta(self) -> int:
+        """The change of the subscription's MRR."""
+        return (self.after.mrr if self.after else 0) - (self.before.mrr if self.before else 0)
 
     @property
     def at(self) -> datetime:
@@ -414,6 +549,7 @@ class Truth:
     steps: list[Step]  # every customer and subscription event, in business-time order
     customers: dict[UUID, Customer]
     subscriptions: dict[UUID, Subscription]  # as the application loads them
+    invoice_events: list[tuple[int, Any]]  # (position, event), in recording order
 
 
 def truth(ledger: Ledger) -> Truth:
@@ -426,12 +562,13 @@ def truth(ledger: Ledger) -> Truth:
     for customer_id in customers:
         for fact in ledger.events.get(customer_id):
             position = positions[customer_id, fact.originator_version]
-            steps.append(Step(position, fact, customer_id, None, None, None, 0))
+            steps.append(Step(position, fact, customer_id, None, None, None))
     subscriptions: dict[UUID, Subscription] = {}
     for subscription_id in ledger.ids_of(Subscription):
         folded: Any = None
         for stored in ledger.events.get(subscription_id):
             event: Any = stored
+            before = SubState.of(folded)
             folded = event.mutate(folded)
             assert isinstance(folded, Subscription)
             steps.append(
@@ -440,14 +577,18 @@ def truth(ledger: Ledger) -> Truth:
                     event,
                     folded.customer_id,
                     subscription_id,
-                    folded.status,
-                    folded.price.plan_code,
-                    folded.mrr.amount,
+                    before,
+                    SubState.of(folded),
                 )
             )
         subscriptions[subscription_id] = ledger.subscription(subscription_id)
     steps.sort(key=lambda step: step.key)
-    return Truth(steps, customers, subscriptions)
+    invoice_events = sorted(
+        (positions[invoice_id, event.originator_version], event)
+        for invoice_id in ledger.ids_of(Invoice)
+        for event in ledger.events.get(invoice_id)
+    )
+    return Truth(steps, customers, subscriptions, invoice_events)
 
 
 # 1. current_subscriptions
@@ -473,13 +614,22 @@ SUBSCRIPTION_COLUMNS = (
     "cancel_at_period_end",
     "resume_at",
     "ended_at",
+    "invoices_in_dunning",
+    "coupon_code",
+    "percent_off",
+    "amount_off",
+    "discount_first_period",
+    "discount_last_period",
     "mrr",
     "updated_at",
 )
+# Columns that are integers when not null.
+MAYBE_INTEGERS = ("amount_off", "discount_first_period", "discount_last_period")
 
 
 def as_stored(sub: Subscription) -> dict[str, Any]:
     """The row docs/projections.md describes, from the aggregate."""
+    discount = sub.discount
     return {
         "customer_id": sub.customer_id,
         "plan_code": sub.price.plan_code,
@@ -499,6 +649,12 @@ def as_stored(sub: Subscription) -> dict[str, Any]:
         "cancel_at_period_end": sub.cancels_at_period_end,
         "resume_at": sub.resume_at,
         "ended_at": sub.ended_at,
+        "invoices_in_dunning": len(sub.failing_invoices),
+        "coupon_code": discount.coupon_code if discount else None,
+        "percent_off": str(discount.percent_off) if discount and discount.percent_off else None,
+        "amount_off": discount.amount_off.amount if discount and discount.amount_off else None,
+        "discount_first_period": discount.first_period if discount else None,
+        "discount_last_period": discount.last_period if discount else None,
         "mrr": sub.mrr.amount,
         "updated_at": sub.modified_on,
     }
@@ -512,8 +668,10 @@ def projected_subscriptions(db: Database) -> dict[UUID, dict[str, Any]]:
             row[column] = read_instant(row[column])
         for column in ("trial_end", "cancel_at", "resume_at", "ended_at"):
             row[column] = read_maybe_instant(row[column])
-        for column in ("amount", "interval_count", "period_index", "mrr"):
+        for column in ("amount", "interval_count", "period_index", "invoices_in_dunning", "mrr"):
             row[column] = read_int(row[column])
+        for column in MAYBE_INTEGERS:
+            row[column] = None if row[column] is None else read_int(row[column])
         row["cancel_at_period_end"] = bool(row["cancel_at_period_end"])
         row["customer_id"] = read_uuid(row["customer_id"])
         rows[read_uuid(row.pop("subscription_id"))] = row
@@ -596,6 +754,22 @@ REVENUE_EVENTS = (
     Subscription.Canceled,
     Subscription.Paused,
     Subscription.Resumed,
+    Subscription.DiscountApplied,
+    Subscription.DiscountEnded,
+    Subscription.PastDue,
+    Subscription.Recovered,
+    Subscription.DunningExhausted,
+)
+# The invoice events it reads (all but PaymentRequested).
+REVENUE_INVOICE_EVENTS = (
+    Invoice.Issued,
+    Invoice.PaymentSucceeded,
+    Invoice.PaymentFailed,
+    Invoice.MarkedUncollectible,
+    Invoice.Voided,
+    Invoice.RefundRequested,
+    Invoice.RefundSucceeded,
+    Invoice.RefundFailed,
 )
 PlanKey = tuple[str, str]  # (plan code, status)
 
@@ -616,26 +790,58 @@ class Revenue:
     levels: dict[date, DayEnd]
 
 
+def payment_flows(known: Truth, flows: defaultdict[date, Counter[str]]) -> None:
+    """metrics.md, "Payments": what the invoices' events collected, refunded, failed and
+    recovered, each on its own day. A payment collects what its attempt's request asked
+    for; a refund returns what its request asked for."""
+    requested: dict[tuple[UUID, int], int] = {}
+    refunds: dict[tuple[UUID, int], int] = {}
+    for _, event in known.invoice_events:
+        invoice_id, today = event.originator_id, flows[event.timestamp.date()]
+        if isinstance(event, Invoice.PaymentRequested):
+            requested[invoice_id, event.request.attempt] = event.request.amount.amount
+        elif isinstance(event, Invoice.PaymentSucceeded):
+            amount = requested[invoice_id, event.attempt]
+            today["collected"] += amount
+            if event.attempt > 1:
+                today["recovered_payments"] += 1
+                today["recovered"] += amount
+        elif isinstance(event, Invoice.PaymentFailed):
+            today["failed_payments"] += 1
+        elif isinstance(event, Invoice.RefundRequested):
+            refunds[invoice_id, event.request.number] = event.request.amount.amount
+        elif isinstance(event, Invoice.RefundSucceeded):
+            today["refunded"] += refunds[invoice_id, event.number]
+
+
 def revenue(known: Truth) -> Revenue:
     """Flows and levels per day, from the steps alone (one currency in these stories)."""
     flows: defaultdict[date, Counter[str]] = defaultdict(Counter)
-    sub_mrr: dict[UUID, int] = {}
-    sub_state: dict[UUID, tuple[str, SubscriptionStatus, int]] = {}
+    # Live subscriptions and their MRR per (plan, status): each step moves its
+    # subscription from its state before to its state after.
+    live: defaultdict[PlanKey, list[int]] = defaultdict(lambda: [0, 0])
     customer_mrr: Counter[UUID] = Counter()
     has_paid: set[UUID] = set()
     registered = 0
     levels: dict[date, DayEnd] = {}
     revenue_days = [
         step.at.date() for step in known.steps if isinstance(step.event, REVENUE_EVENTS)
+    ] + [
+        event.timestamp.date()
+        for _, event in known.invoice_events
+        if isinstance(event, REVENUE_INVOICE_EVENTS)
     ]
     first, last = min(revenue_days), max(revenue_days)
+    payment_flows(known, flows)
+
+    def move(state: SubState | None, sign: int) -> None:
+        if state is not None and state.status in LIVE:
+            count_and_mrr = live[state.plan_code, state.status.value]
+            count_and_mrr[0] += sign
+            count_and_mrr[1] += sign * state.mrr
 
     def close(day: date) -> None:
-        subscribers: dict[PlanKey, tuple[int, int]] = {}
-        for plan_code, status, mrr in sub_state.values():
-            if status in LIVE:
-                count, total = subscribers.get((plan_code, status.value), (0, 0))
-                subscribers[plan_code, status.value] = (count + 1, total + mrr)
+        subscribers = {key: (count, mrr) for key, (count, mrr) in live.items() if count}
         levels[day] = DayEnd(
             sum(customer_mrr.values()),
             sum(1 for mrr in customer_mrr.values() if mrr > 0),
@@ -653,27 +859,23 @@ def revenue(known: Truth) -> Revenue:
             if isinstance(event, Customer.Registered):
                 registered += 1
                 today["registered_customers"] += 1
-            elif step.subscription_id is not None:
-                assert step.status is not None
-                assert step.plan_code is not None
-                previous = sub_state.get(step.subscription_id)
+            elif step.after is not None:
+                before_status = step.before.status if step.before else None
                 if (
                     isinstance(event, Subscription.Started)
-                    and step.status is SubscriptionStatus.TRIALING
+                    and step.after.status is SubscriptionStatus.TRIALING
                 ):
                     today["trials_started"] += 1
                 elif isinstance(event, Subscription.TrialEnded):
                     today["trials_converted" if event.converted else "trials_not_converted"] += 1
                 elif (
                     isinstance(event, Subscription.Canceled)
-                    and previous is not None
-                    and previous[1] is SubscriptionStatus.TRIALING
+                    and before_status is SubscriptionStatus.TRIALING
                 ):
                     today["trials_not_converted"] += 1
-                sub_state[step.subscription_id] = (step.plan_code, step.status, step.mrr)
-                delta = step.mrr - sub_mrr.get(step.subscription_id, 0)
-                sub_mrr[step.subscription_id] = step.mrr
-                if delta:
+                move(step.before, -1)
+                move(step.after, +1)
+                if delta := step.delta:
                     before = customer_mrr[step.customer_id]
                     after = before + delta
                     for column, amount in classify(before, after, step.customer_id in has_paid):
@@ -735,6 +937,14 @@ def check_revenue(db: Database, known: Truth, every_day_figures: bool) -> None:
             for plan in figures.subscribers
         }
         assert subscribers == level.subscribers, f"subscribers by plan at the end of {day}"
+        paid = expected.flows[day]
+        assert (
+            figures.collected,
+            figures.refunded,
+            figures.failed_payments,
+            figures.recovered_payments,
+            figures.recovered,
+        ) == tuple(paid[flow] for flow in MOVEMENT_COLUMNS[-5:]), f"payments on {day}"
         previous = level
 
 
@@ -745,11 +955,12 @@ HistoryRow = tuple[Any, ...]
 
 
 def documented_line(step: Step) -> HistoryRow:
-    """(position, occurred_at, kind, subscription, price, previous price, currency, amount,
-    credit, charge, effective_at) as docs/projections.md tabulates them."""
+    """(position, occurred_at, kind, subscription, invoice, price, previous price, currency,
+    amount, credit, charge, effective_at) as docs/projections.md tabulates them."""
     event = step.event
     sub = step.subscription_id
     line: dict[str, Any] = {
+        "invoice": None,
         "price": None,
         "previous": None,
         "currency": None,
@@ -769,6 +980,8 @@ def documented_line(step: Step) -> HistoryRow:
     elif isinstance(event, Customer.CreditAdjusted):
         kind = "customer.credit_adjusted"
         line |= {"currency": event.amount.currency, "amount": event.amount.amount}
+    elif isinstance(event, Customer.TaxRateSet):
+        kind = "customer.tax_rate_set"
     elif isinstance(event, Subscription.Started):
         price = event.price
         line |= {"price": price.id, "currency": price.currency}
@@ -824,14 +1037,21 @@ def documented_line(step: Step) -> HistoryRow:
     elif isinstance(event, Subscription.ResumeScheduled):
         kind = "subscription.resume_scheduled"
         line["effective"] = event.resume_at
-    else:
-        assert isinstance(event, Subscription.Resumed)
+    elif isinstance(event, Subscription.Resumed):
         kind = "subscription.resumed"
+    elif isinstance(event, Subscription.DiscountApplied):
+        kind = "subscription.discount_applied"
+    elif isinstance(event, Subscription.DiscountEnded):
+        kind = "subscription.discount_ended"
+    else:
+        kind = DUNNING_KINDS[type(event)]
+        line["invoice"] = event.invoice_id
     return (
         step.position,
         step.at,
         kind,
         sub,
+        line["invoice"],
         line["price"],
         line["previous"],
         line["currency"],
@@ -842,10 +1062,62 @@ def documented_line(step: Step) -> HistoryRow:
     )
 
 
+DUNNING_KINDS = {
+    Subscription.PastDue: "subscription.past_due",
+    Subscription.Recovered: "subscription.recovered",
+    Subscription.DunningExhausted: "subscription.dunning_exhausted",
+}
+# Invoice events, by kind, whose amount is the invoice's amount due.
+AMOUNT_DUE_KINDS = {
+    Invoice.PaymentSucceeded: "invoice.payment_succeeded",
+    Invoice.PaymentFailed: "invoice.payment_failed",
+    Invoice.MarkedUncollectible: "invoice.uncollectible",
+    Invoice.Voided: "invoice.voided",
+}
+# The answers to a refund, by kind: their amount is the refund's.
+REFUND_KINDS = {
+    Invoice.RefundSucceeded: "invoice.refund_succeeded",
+    Invoice.RefundFailed: "invoice.refund_failed",
+}
+
+
+def documented_invoice_lines(known: Truth) -> list[tuple[UUID, HistoryRow]]:
+    """(customer, line) of every invoice event but a payment request, as
+    docs/projections.md tabulates them: the total issued, the amount due paid, failed,
+    written off or voided, the amount of each refund."""
+    issued: dict[UUID, Invoice.Issued] = {}
+    refunds: dict[tuple[UUID, int], int] = {}
+    lines: list[tuple[UUID, HistoryRow]] = []
+    for position, event in known.invoice_events:
+        invoice_id = event.originator_id
+        if isinstance(event, Invoice.Issued):
+            issued[invoice_id] = event
+            kind, amount = "invoice.issued", event.total.amount
+        elif isinstance(event, Invoice.PaymentRequested):
+            continue
+        elif type(event) in AMOUNT_DUE_KINDS:
+            kind, amount = AMOUNT_DUE_KINDS[type(event)], issued[invoice_id].amount_due.amount
+        elif isinstance(event, Invoice.RefundRequested):
+            amount = refunds[invoice_id, event.request.number] = event.request.amount.amount
+            kind = "invoice.refund_requested"
+        else:
+            kind, amount = REFUND_KINDS[type(event)], refunds[invoice_id, event.number]
+        invoice = issued[invoice_id]
+        line = (invoice.subscription_id, invoice_id, None, None, invoice.total.currency, amount)
+        row = (position, event.timestamp, kind, *line, None, None, None)
+        lines.append((invoice.customer_id, row))
+    return lines
+
+
 def check_history(db: Database, known: Truth) -> None:
     expected: defaultdict[UUID, list[HistoryRow]] = defaultdict(list)
-    for step in known.steps:  # business-time order, then recording order
+    for step in known.steps:
         expected[step.customer_id].append(documented_line(step))
+    invoice_lines = documented_invoice_lines(known)
+    for customer_id, row in invoice_lines:
+        expected[customer_id].append(row)
+    for rows in expected.values():
+        rows.sort(key=lambda row: (row[1], row[0]))  # business time, then recording order
     for customer_id in known.customers:
         lines = [
             (
@@ -853,6 +1125,7 @@ def check_history(db: Database, known: Truth) -> None:
                 line.occurred_at,
                 line.kind,
                 line.subscription_id,
+                line.invoice_id,
                 line.price_id,
                 line.previous_price_id,
                 line.currency,
@@ -865,7 +1138,7 @@ def check_history(db: Database, known: Truth) -> None:
         ]
         assert lines == expected[customer_id], f"history of customer {customer_id}"
     (count,) = db.query("SELECT COUNT(*) FROM transaction_history")[0]
-    assert read_int(count) == len(known.steps)
+    assert read_int(count) == len(known.steps) + len(invoice_lines)
 
 
 def check_everything(db: Database, ledger: Ledger, every_day_figures: bool) -> None:
@@ -897,7 +1170,10 @@ def tell_and_check(url: str, tale: Tale) -> None:
             projections,
             lambda: check_everything(projections.database, ledger, every_day_figures=False),
         )
-        story.tell(tale)
+        try:
+            story.tell(tale)
+        finally:
+            story.shop.close()
         db = projections.database
         check_everything(db, ledger, every_day_figures=True)
         incremental = dump(db)

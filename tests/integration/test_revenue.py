@@ -46,6 +46,9 @@ PROJECTION_TABLES = (
     "revenue_plan_days",
     "revenue_subscriptions",
     "revenue_customers",
+    "revenue_changes",
+    "revenue_invoices",
+    "revenue_refunds",
 )
 
 
@@ -117,10 +120,14 @@ def tell(shop: Shop, projections: Projector) -> Story:
         story.subscriptions[role] = UUID(answer["subscription_id"])
 
     def on(month: int, number: int) -> None:
-        """Moves the clock to that day, and the billing clock applies what fell due."""
+        """The payment processor collects what the day's commands invoiced (every card
+        pays), then the clock moves to that day and the billing clock applies, and the
+        processor collects, what fell due."""
+        shop.pay()
         clock.advance_to(at(month, number))
         for subscription_id in story.subscriptions.values():
             advance_subscription(shop.ledger, subscription_id, clock.now())
+        shop.pay()
 
     def look(*roles: str) -> None:
         projections.catch_up()
@@ -334,6 +341,10 @@ def test_figures_of_the_whole_story_and_of_the_usd_customer(
     assert (f.net_revenue_retention, f.ltv) == (None, None)
     assert (f.trials_started, f.trials_converted, f.trials_not_converted) == (2, 1, 1)
     assert f.trial_conversion_rate == Fraction(1, 2)
+    # 24000 + 7643 + 1000 collected, 393 refunded (test_months_worked_out_by_hand)
+    assert (f.collected, f.refunded, f.failed_payments, f.recovered_payments) == (32643, 393, 0, 0)
+    # The american's Basic, paid on Jan 31 and renewed on Feb 28: 2 * 1200.
+    assert stats.figures(db, "USD", day(1, 31), day(3, 7)).collected == 2400
 
     usd = stats.figures(db, "USD", day(2, 1), day(2, 28))
     assert (usd.mrr_at_start, usd.mrr, usd.movements) == (1200, 1200, Movements(0, 0, 0, 0, 0))
@@ -363,6 +374,17 @@ def test_months_worked_out_by_hand(story: Story, projections: Projector) -> None
         (0, 0, 0),
     ]
     assert [m.customer_churn_rate for m in months] == [None, Fraction(2, 5), 0]
+    # Collected: Jan 31 the five signups without trial, 1000 * 4 + 20000 (the annual);
+    # Feb 10 the upgrade's proration, 1286 - 643 = 643; Feb 12 the doubler's Pro 2000;
+    # Feb 14 the converted trial 2000; Feb 28 the renewals of the upgrader (now Basic),
+    # the pauser and the doubler's Basic, 3 * 1000. Mar 5 the returner's new Basic 1000.
+    # Refunded: the returner's cancel of Feb 17 refunds the unused 11 of the period's 28
+    # days, 1000 * 11 / 28 = 392.86 -> 393. No payment failed: every card pays.
+    assert [(m.collected, m.refunded, m.failed_payments, m.recovered) for m in months] == [
+        (24000, 0, 0, 0),
+        (7643, 393, 0, 0),
+        (1000, 0, 0, 0),
+    ]
 
 
 def test_subscribers_by_plan_and_status(story: Story, projections: Projector) -> None:
@@ -455,38 +477,61 @@ def history_of(projections: Projector, customer_id: UUID) -> list[Line]:
 
 
 def test_transaction_histories(story: Story, projections: Projector) -> None:
+    # Each invoice follows the event that called for it, and its payment follows it: every
+    # card pays, on the day of the invoice (the story runs the processor before moving on).
     # The upgrade on Feb 10 09:00, in the period Jan 31 09:00 - Feb 28 09:00 (28 days),
     # leaves 18 days: credit 1000 * 18/28 = 642.86 -> 643; charge 2000 * 18/28 = 1285.71
-    # -> 1286; net 1286 - 643 = 643.
+    # -> 1286; net 1286 - 643 = 643, invoiced and paid at once.
     assert history_of(projections, story.customers["upgrader"]) == [
         ("customer.registered", day(1, 31), None, None, None),
         ("customer.payment_method_added", day(1, 31), None, None, None),
         ("subscription.started", day(1, 31), 1000, None, None),
+        ("invoice.issued", day(1, 31), 1000, None, None),
+        ("invoice.payment_succeeded", day(1, 31), 1000, None, None),
         ("subscription.plan_changed", day(2, 10), 643, 643, 1286),
+        ("invoice.issued", day(2, 10), 643, None, None),
+        ("invoice.payment_succeeded", day(2, 10), 643, None, None),
         ("subscription.change_scheduled", day(2, 20), None, None, None),
         ("subscription.renewed", day(2, 28), 1000, None, None),
+        ("invoice.issued", day(2, 28), 1000, None, None),
+        ("invoice.payment_succeeded", day(2, 28), 1000, None, None),
     ]
-    # Canceled now on Feb 17 09:00 with 11 of 28 days unused: 1000 * 11/28 = 392.86 -> 393.
+    # Canceled now on Feb 17 09:00 with 11 of 28 days unused: 1000 * 11/28 = 392.86 -> 393,
+    # refunded through the gateway that took the payment.
     assert history_of(projections, story.customers["returner"]) == [
         ("customer.registered", day(1, 31), None, None, None),
         ("customer.payment_method_added", day(1, 31), None, None, None),
         ("subscription.started", day(1, 31), 1000, None, None),
+        ("invoice.issued", day(1, 31), 1000, None, None),
+        ("invoice.payment_succeeded", day(1, 31), 1000, None, None),
         ("subscription.canceled", day(2, 17), 393, None, None),
+        ("invoice.refund_requested", day(2, 17), 393, None, None),
+        ("invoice.refund_succeeded", day(2, 17), 393, None, None),
         ("subscription.started", day(3, 5), 1000, None, None),
+        ("invoice.issued", day(3, 5), 1000, None, None),
+        ("invoice.payment_succeeded", day(3, 5), 1000, None, None),
     ]
+    # Paused and resumed within the paid period: nothing invoiced until the renewal.
     assert history_of(projections, story.customers["pauser"]) == [
         ("customer.registered", day(1, 31), None, None, None),
         ("customer.payment_method_added", day(1, 31), None, None, None),
         ("subscription.started", day(1, 31), 1000, None, None),
+        ("invoice.issued", day(1, 31), 1000, None, None),
+        ("invoice.payment_succeeded", day(1, 31), 1000, None, None),
         ("subscription.paused", day(2, 7), None, None, None),
         ("subscription.resumed", day(2, 20), None, None, None),
         ("subscription.renewed", day(2, 28), 1000, None, None),
+        ("invoice.issued", day(2, 28), 1000, None, None),
+        ("invoice.payment_succeeded", day(2, 28), 1000, None, None),
     ]
+    # A trial is not invoiced; its conversion is.
     assert history_of(projections, story.customers["converter"]) == [
         ("customer.registered", day(1, 31), None, None, None),
         ("customer.payment_method_added", day(1, 31), None, None, None),
         ("subscription.trial_started", day(1, 31), None, None, None),
         ("subscription.trial_converted", day(2, 14), 2000, None, None),
+        ("invoice.issued", day(2, 14), 2000, None, None),
+        ("invoice.payment_succeeded", day(2, 14), 2000, None, None),
     ]
     assert history_of(projections, story.customers["lapser"]) == [
         ("customer.registered", day(1, 31), None, None, None),
@@ -497,9 +542,9 @@ def test_transaction_histories(story: Story, projections: Projector) -> None:
     assert [kind for kind, *_ in doubler] == [
         "customer.registered",
         "customer.payment_method_added",
-        "subscription.started",
-        "subscription.started",
-        "subscription.renewed",
+        *("subscription.started", "invoice.issued", "invoice.payment_succeeded"),
+        *("subscription.started", "invoice.issued", "invoice.payment_succeeded"),
+        *("subscription.renewed", "invoice.issued", "invoice.payment_succeeded"),
     ]
 
 
@@ -640,7 +685,7 @@ def replay(ledger: Ledger) -> Replayed:
 
 @pytest.fixture
 def demo(ledger: Ledger, projections: Projector) -> Projector:
-    report = run_demo(ledger, customers=80, months=6, seed=11)
+    report = run_demo(ledger, projections, customers=80, months=6, seed=11)
     project(report, projections)
     return projections
 
