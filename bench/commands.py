@@ -50,9 +50,9 @@ from psycopg import sql
 from bench import Options, Scratch, register, scratch_schema
 from bench.report import Rate, Sample
 from commands import schemas as s
+from commands.accounts import derived_id
 from commands.bootstrap import bootstrap
 from commands.dispatch import handle
-from commands.handlers import derived_id
 from ledger.application import Ledger
 from ledger.catalog import plan_id
 from ledger.clock import SimulatedClock

@@ -31,6 +31,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, CanMutateAggregate
 
 from bench import ignore
+from commands.accounts import derived_id, money_view
 from commands.demo import (
     CATALOG,
     CURRENCIES,
@@ -49,7 +50,6 @@ from commands.demo import (
     START,
     TRIAL_DAYS,
 )
-from commands.handlers import derived_id, money_view
 from ledger.application import Ledger
 from ledger.calendar import Interval, IntervalUnit, boundary
 from ledger.catalog import Plan, Price
