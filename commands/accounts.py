@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from fractions import Fraction
 from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -96,10 +97,12 @@ class Account:
     at: datetime
     invoices: list[Invoice] = field(default_factory=list)
 
-    def bill_since(self, mark: Mark, collect_now: bool = True) -> None:
-        """Invoices what the subscription's events since ``mark`` charge."""
+    def bill_since(
+        self, mark: Mark, collect_now: bool = True, paid_ratio: Fraction = Fraction(1)
+    ) -> None:
+        """Invoices what the subscription's events since ``mark`` charge (see ``bill``)."""
         policy = self.ledger.dunning_policy
-        self.invoices += bill(self.sub, self.customer, mark, policy, collect_now)
+        self.invoices += bill(self.sub, self.customer, mark, policy, collect_now, paid_ratio)
 
     def changed(self, *more: Aggregate) -> tuple[Aggregate, ...]:
         return (self.sub, self.customer, *self.invoices, *more)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from fractions import Fraction
 from typing import Any
 
 from commands import schemas as s
@@ -144,10 +145,12 @@ def change_plan(cmd: s.ChangePlan, ledger: Ledger, now: datetime) -> Outcome:
     else:
         price = ledger.plan(cmd.plan_code).price_for_signup(sub.price.currency, interval)
     timing = ChangeTiming(cmd.when) if cmd.when else None
+    paid = _invoice_of_period(ledger, sub)
     mark = Mark.of(sub)
     proration = sub.change_price(price, account.at, timing)
-    # An upgrade is invoiced at once; a downgrade made now credits the account.
-    account.bill_since(mark)
+    # An upgrade is invoiced at once; a downgrade made now credits the account, with
+    # the tax the period's invoice charged on the credited time.
+    account.bill_since(mark, paid_ratio=paid.gross_ratio if paid else Fraction(1))
     result = account.view() | {"proration": _proration_view(proration)}
     return Outcome(result, account.changed())
 
@@ -159,10 +162,10 @@ def cancel_subscription(cmd: s.CancelSubscription, ledger: Ledger, now: datetime
     refunded: tuple[Invoice, ...] = ()
     if cmd.when == "now":
         invoice = _period_invoice(ledger, sub) if cmd.refund_unused else None
-        paid = invoice.amount_paid if invoice else refund
-        unused = sub.cancel_now(at, cmd.refund_unused, paid)
+        unused = sub.cancel_now(at, cmd.refund_unused)
         if invoice is not None and unused:
-            amount = min(unused, invoice.refundable)
+            # With the tax the period's invoice added, never more than is left to refund.
+            amount = min(unused.scaled(invoice.gross_ratio), invoice.refundable)
             invoice.request_refund(amount, "unused time of a subscription canceled now", at)
             refunded, refund = (invoice,), amount
     elif cmd.when == "period_end":
@@ -173,13 +176,21 @@ def cancel_subscription(cmd: s.CancelSubscription, ledger: Ledger, now: datetime
     return Outcome(account.view() | {"refund": money_view(refund)}, account.changed(*refunded))
 
 
+def _invoice_of_period(ledger: Ledger, sub: Subscription) -> Invoice | None:
+    """The invoice of the subscription's current period, if it was invoiced (a trial or
+    a period begun while paused was not)."""
+    try:
+        return ledger.invoice(period_invoice_id(sub.id, sub.period.index))
+    except NotFound:
+        return None
+
+
 def _period_invoice(ledger: Ledger, sub: Subscription) -> Invoice | None:
     """The paid invoice of the current period, whose unused part a cancel-now refunds;
     refused while its payment awaits the gateway (the charge could still land)."""
-    try:
-        invoice = ledger.invoice(period_invoice_id(sub.id, sub.period.index))
-    except NotFound:
-        return None  # the period was never invoiced (a trial, a paused period)
+    invoice = _invoice_of_period(ledger, sub)
+    if invoice is None:
+        return None
     if invoice.pending is not None:
         raise PaymentInFlight(f"the payment of {invoice.number} awaits the gateway's answer")
     return invoice if invoice.status is InvoiceStatus.PAID else None

@@ -158,14 +158,19 @@ def record_refund(
 
 def retry_payment(ledger: Ledger, invoice_id: UUID, now: datetime) -> bool:
     """Requests a dunning retry if one is due (its day, or a new default payment
-    method); False when none is (already retried, paid, or not due)."""
+    method); False when none is (already retried, paid, or not due). A retry that finds
+    nothing to try with once dunning has run out (the new card expired meanwhile, say)
+    gives up instead, so that the invoice never waits for ever."""
+    policy = ledger.dunning_policy
 
     def act(invoice: Invoice, account: Account, at: datetime) -> bool:
         try:
-            billing.collect(
-                invoice, account.sub, account.customer, at, ledger.dunning_policy, retry=True
-            )
-        except (NoRetryDue, InvoiceNotOpen, PaymentInFlight):
+            billing.collect(invoice, account.sub, account.customer, at, policy, retry=True)
+        except NoRetryDue:
+            if not invoice.dunning_ran_out(at):
+                return False
+            billing.give_up(invoice, account.sub, at, policy)
+        except (InvoiceNotOpen, PaymentInFlight):
             return False
         return True
 

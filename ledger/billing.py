@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from fractions import Fraction
 from uuid import UUID
 
 from ledger.calendar import Period
@@ -64,10 +65,13 @@ def bill(
     since: Mark,
     policy: DunningPolicy,
     collect_now: bool = True,
+    paid_ratio: Fraction = Fraction(1),
 ) -> list[Invoice]:
     """Issues the invoices for the subscription's events since ``since``, each with its
     first payment request (unless not ``collect_now``: a quote), and applies the
-    customer's credit balance."""
+    customer's credit balance. A change that leaves the customer owed money credits it
+    times ``paid_ratio``: what was paid per unit of service in the period (the tax its
+    invoice added on top)."""
     events = sub.pending_events[since.pending :]
     # Discounts cover disjoint period ranges (a new one only once the last has ended).
     discounts = [since.discount] + [
@@ -88,11 +92,10 @@ def bill(
         at = event.timestamp
         owed = sum((line.amount for line in lines), Money.zero(sub.price.currency))
         if owed.amount < 0:
-            # The customer is owed money: account credit, tax included where it was added.
-            rate = customer.tax_rate
-            tax = rate.tax_of(-owed) if rate and not rate.inclusive else Money.zero(owed.currency)
+            # The customer is owed money: account credit, with the tax paid on it.
             reason = f"{PLAN_CHANGE_CREDIT} of subscription {sub.id}"
-            customer.adjust_credit(-owed + tax, reason, at)
+            credit = (-owed).scaled(paid_ratio)
+            customer.adjust_credit(credit, reason, max(at, customer.modified_on))
             continue
         invoice = Invoice.issue(
             invoice_id,
@@ -106,7 +109,11 @@ def bill(
             at,
         )
         if invoice.credit_applied:
-            customer.adjust_credit(-invoice.credit_applied, f"applied to {invoice.number}", at)
+            # At the customer's own pace: a period billed late must not go back in time.
+            credit_at = max(at, customer.modified_on)
+            customer.adjust_credit(
+                -invoice.credit_applied, f"applied to {invoice.number}", credit_at
+            )
         if invoice.amount_due and collect_now:
             collect(invoice, sub, customer, at, policy)
         invoices.append(invoice)
@@ -146,12 +153,10 @@ def _service(price: Price, period: Period) -> str:
     return f"{price.plan_code} ({price.interval}), {period.start:%Y-%m-%d} to {period.end:%Y-%m-%d}"
 
 
-def _discount_line(
-    discounts: list[Discount | None], index: int, charge: Money
-) -> list[InvoiceLine]:
+def _discount_line(discounts: list[Discount | None], index: int, price: Price) -> list[InvoiceLine]:
     for discount in discounts:
-        if discount is not None and discount.covers(index):
-            off = discount.off(charge)
+        if discount is not None and discount.covers(index) and discount.applies_to(price.plan_code):
+            off = discount.off(price.amount)
             if off:
                 return [InvoiceLine(LineKind.DISCOUNT, f"coupon {discount.coupon_code}", -off)]
     return []
@@ -163,7 +168,7 @@ def _period_lines(
     charge = InvoiceLine(
         LineKind.PERIOD, _service(price, period), price.amount, period.start, period.end
     )
-    return [charge, *_discount_line(discounts, period.index, price.amount)]
+    return [charge, *_discount_line(discounts, period.index, price)]
 
 
 def _change_lines(

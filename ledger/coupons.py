@@ -146,7 +146,14 @@ class Coupon(Aggregate):
             last = first_period + self.duration_periods - 1
         else:
             last = None
-        return Discount(self.code, self.percent_off, self.amount_off, first_period, last)
+        return Discount(
+            self.code,
+            self.percent_off,
+            self.amount_off,
+            first_period,
+            last,
+            tuple(self.plan_codes),
+        )
 
     def redeem(
         self, subscription_id: UUID, plan_code: str, currency: str, first_period: int, at: datetime

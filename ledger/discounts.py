@@ -50,6 +50,16 @@ class Discount:
     amount_off: Money | None
     first_period: int
     last_period: int | None
+    # The plans the coupon was restricted to (empty: every plan). Discounts stored before
+    # this field existed come back without it: they applied to every plan.
+    plan_codes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Stored as a JSON list: back to a tuple, so that the value stays hashable.
+        object.__setattr__(self, "plan_codes", tuple(self.plan_codes))
+
+    def applies_to(self, plan_code: str) -> bool:
+        return not self.plan_codes or plan_code in self.plan_codes
 
     def covers(self, index: int) -> bool:
         return self.first_period <= index and (
@@ -74,6 +84,6 @@ class Discount:
 
 def discounted_mrr(price: Price, discount: Discount | None) -> Money:
     """The price's MRR after ``discount``: the discounted period charge, normalised."""
-    if discount is None:
+    if discount is None or not discount.applies_to(price.plan_code):
         return price.mrr
     return normalised_to_month(price.amount - discount.off(price.amount), price.interval)

@@ -55,8 +55,10 @@ class DunningPolicy:
         """When dunning gives up on an invoice that first failed at ``first_failure``."""
         return first_failure + timedelta(days=self.retry_days[-1] if self.retry_days else 0)
 
-    def next_retry(self, first_failure: datetime, failures: int, code: str) -> datetime | None:
-        """When to try again after the ``failures``-th failure, if at all."""
-        if is_hard_decline(code) or failures > len(self.retry_days):
+    def next_retry(self, first_failure: datetime, at: datetime, code: str) -> datetime | None:
+        """When to try again after a failure at ``at``: the first retry day of the
+        schedule still to come (never a burst of overdue ones), if any."""
+        if is_hard_decline(code):
             return None
-        return first_failure + timedelta(days=self.retry_days[failures - 1])
+        days = (first_failure + timedelta(days=d) for d in self.retry_days)
+        return next((day for day in days if day > at), None)

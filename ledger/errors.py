@@ -129,6 +129,10 @@ class CannotChangeNowWhilePaused(InvalidTransition):
     code = "cannot_change_now_while_paused"
 
 
+class CannotChangeNowWhilePastDue(InvalidTransition):
+    code = "cannot_change_now_while_past_due"
+
+
 class SubscriptionNotPausable(InvalidTransition):
     code = "subscription_not_pausable"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from fractions import Fraction
 from typing import TYPE_CHECKING
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -303,6 +304,13 @@ class Invoice(Aggregate):
         return self.paid_by.amount if self.paid_by else Money.zero(self.currency)
 
     @property
+    def gross_ratio(self) -> Fraction:
+        """What the customer paid per unit of (discounted) service: 1 + the tax rate when
+        tax was added on top, else 1."""
+        taxable = self.subtotal - self.discount
+        return Fraction(self.total.amount, taxable.amount) if taxable.amount > 0 else Fraction(1)
+
+    @property
     def refundable(self) -> Money:
         pending = sum((r.amount for r in self.pending_refunds.values()), Money.zero(self.currency))
         return self.amount_paid - self.refunded - pending
@@ -386,7 +394,7 @@ class Invoice(Aggregate):
             payment_method_id=method_id,
             code=code,
             message=message,
-            next_retry_at=policy.next_retry(first, self.failures + 1, code),
+            next_retry_at=policy.next_retry(first, at, code),
             dunning_ends_at=self.dunning_ends_at or policy.ends_at(first),
         )
 

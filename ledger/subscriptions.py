@@ -27,6 +27,7 @@ from ledger.clock import ensure_utc
 from ledger.discounts import Discount, discounted_mrr
 from ledger.errors import (
     CancelDateNotInFuture,
+    CannotChangeNowWhilePastDue,
     CannotChangeNowWhilePaused,
     CurrencyMismatch,
     DiscountInForce,
@@ -347,6 +348,7 @@ class Subscription(Aggregate):
                 self.trigger_event(self.Resumed, timestamp=due)
             elif self.status is SubscriptionStatus.TRIALING:
                 price = self.pending_price or self.price
+                self._end_discount(0, price, due)
                 self.trigger_event(
                     self.TrialEnded,
                     timestamp=due,
@@ -359,7 +361,7 @@ class Subscription(Aggregate):
                 anchor, anchor_index = self._anchor_for(price, due)
                 index = self.period.index + 1
                 steps = index - anchor_index
-                self._end_discount_before(index, due)
+                self._end_discount(index, price, due)
                 self.trigger_event(
                     self.Renewed,
                     timestamp=due,
@@ -408,6 +410,11 @@ class Subscription(Aggregate):
         if timing is None:
             is_upgrade = new.monthly_amount > self.price.monthly_amount
             timing = ChangeTiming.NOW if is_upgrade else ChangeTiming.PERIOD_END
+        if timing is ChangeTiming.NOW and self.status is SubscriptionStatus.PAST_DUE:
+            # Proration credits time as paid: it is not while an invoice is in dunning.
+            raise CannotChangeNowWhilePastDue(
+                "an invoice of this subscription is unpaid: settle it, or change at period end"
+            )
         if timing is ChangeTiming.PERIOD_END:
             if self.pending_price == new:
                 return None  # already scheduled: nothing new to record
@@ -416,7 +423,7 @@ class Subscription(Aggregate):
             )
             return None
         proration, current, anchor, anchor_index = self._change_now(new, at)
-        self._end_discount_before(current.index, at)
+        self._end_discount(current.index, new, at)
         self.trigger_event(
             self.PlanChanged,
             timestamp=at,
@@ -456,8 +463,9 @@ class Subscription(Aggregate):
 
     def _charged(self, price: Price) -> Money:
         """What ``price`` costs for the current period, after the discount covering it."""
-        if self.discount is not None and self.discount.covers(self.period.index):
-            return price.amount - self.discount.off(price.amount)
+        discount = self.discount
+        if discount and discount.covers(self.period.index) and discount.applies_to(price.plan_code):
+            return price.amount - discount.off(price.amount)
         return price.amount
 
     def _anchor_for(self, price: Price, start: datetime) -> tuple[datetime, int]:
@@ -466,9 +474,14 @@ class Subscription(Aggregate):
             return self.anchor, self.anchor_index
         return start, self.period.index + 1
 
-    def _end_discount_before(self, index: int, at: datetime) -> None:
-        if self.discount is not None and self.discount.ends_before(index):
-            self.trigger_event(self.DiscountEnded, timestamp=at, discount=self.discount)
+    def _end_discount(self, index: int, price: Price, at: datetime) -> None:
+        """Ends the discount before period ``index`` at ``price`` if it does not cover it:
+        its last period is past, or the coupon is restricted to other plans."""
+        discount = self.discount
+        if discount is not None and (
+            discount.ends_before(index) or not discount.applies_to(price.plan_code)
+        ):
+            self.trigger_event(self.DiscountEnded, timestamp=at, discount=discount)
 
     def apply_discount(self, discount: Discount, at: datetime) -> None:
         """Applies a coupon's discount; one at a time (a new one once the last ended)."""
@@ -496,14 +509,15 @@ class Subscription(Aggregate):
                 self.DunningExhausted, timestamp=at, invoice_id=invoice_id, canceled=cancel
             )
 
-    def cancel_now(self, at: datetime, refund_unused: bool, paid: Money | None = None) -> Money:
-        """Cancels at once; with ``refund_unused``, the unused part of what was ``paid``
-        for the period (by default its price) is returned (the refund itself goes through
-        the gateway that took the payment)."""
+    def cancel_now(self, at: datetime, refund_unused: bool) -> Money:
+        """Cancels at once; with ``refund_unused``, the unused part of the period at its
+        current price, after discount, is returned (the refund itself goes through the
+        gateway that took the payment). A plan change made now already settled the time
+        before it, so the current price is what the rest of the period is worth."""
         self._ensure_not_ended("cancel")
         refund = self._zero
         if refund_unused and self.period_billed:
-            refund = unused_part(self.price.amount if paid is None else paid, self.period, at)
+            refund = unused_part(self._charged(self.price), self.period, at)
         self.trigger_event(self.Canceled, timestamp=at, refund=refund, scheduled=False)
         return refund
 
@@ -552,10 +566,9 @@ class Subscription(Aggregate):
             self.trigger_event(self.ResumeScheduled, timestamp=at, resume_at=resume_at)
 
     def resume(self, at: datetime) -> None:
-        """Resumes a paused subscription, or reactivates an unpaid one: its next period is
-        billed again."""
+        """Resumes a paused subscription (an unpaid one is not: its debt stands)."""
         self._ensure_not_ended("resume")
-        if self.status not in (SubscriptionStatus.PAUSED, SubscriptionStatus.UNPAID):
+        if self.status is not SubscriptionStatus.PAUSED:
             raise SubscriptionNotPaused(f"the subscription is {self.status.value}, not paused")
         self.trigger_event(self.Resumed, timestamp=at)
 

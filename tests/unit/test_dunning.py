@@ -17,7 +17,8 @@ def days(n: int) -> datetime:
 
 def test_by_default_a_soft_decline_is_retried_after_1_3_5_and_7_days() -> None:
     policy = DunningPolicy()
-    retries = [policy.next_retry(FIRST_FAILURE, n, "card_declined") for n in range(1, 6)]
+    failures = [FIRST_FAILURE, days(1), days(3), days(5), days(7)]
+    retries = [policy.next_retry(FIRST_FAILURE, at, "card_declined") for at in failures]
     assert retries == [days(1), days(3), days(5), days(7), None]
     assert policy.ends_at(FIRST_FAILURE) == days(7)
     assert policy.on_exhausted is ExhaustedAction.CANCEL
@@ -25,21 +26,28 @@ def test_by_default_a_soft_decline_is_retried_after_1_3_5_and_7_days() -> None:
 
 def test_retries_count_from_the_first_failure_on_a_schedule_of_the_business() -> None:
     policy = DunningPolicy((2, 10), ExhaustedAction.LEAVE_UNPAID)
-    retries = [policy.next_retry(FIRST_FAILURE, n, "insufficient_funds") for n in (1, 2, 3)]
+    failures = [FIRST_FAILURE, days(2), days(10)]
+    retries = [policy.next_retry(FIRST_FAILURE, at, "insufficient_funds") for at in failures]
     assert retries == [days(2), days(10), None]
     assert policy.ends_at(FIRST_FAILURE) == days(10)
 
 
 def test_without_retries_dunning_ends_at_the_first_failure() -> None:
     policy = DunningPolicy(())
-    assert policy.next_retry(FIRST_FAILURE, 1, "card_declined") is None
+    assert policy.next_retry(FIRST_FAILURE, FIRST_FAILURE, "card_declined") is None
     assert policy.ends_at(FIRST_FAILURE) == FIRST_FAILURE
+
+
+def test_a_failure_after_overdue_retry_days_waits_for_the_next_one_to_come() -> None:
+    # A new card tried on day 4 (after a hard decline) fails softly: days 1 and 3 are past,
+    # so the next retry is day 5, not three overdue ones at once.
+    assert DunningPolicy().next_retry(FIRST_FAILURE, days(4), "card_declined") == days(5)
 
 
 @pytest.mark.parametrize("code", sorted(HARD_DECLINES))
 def test_a_hard_decline_is_never_retried_with_the_same_card(code: str) -> None:
     assert is_hard_decline(code)
-    assert DunningPolicy().next_retry(FIRST_FAILURE, 1, code) is None
+    assert DunningPolicy().next_retry(FIRST_FAILURE, FIRST_FAILURE, code) is None
 
 
 @pytest.mark.parametrize("code", ["card_declined", "insufficient_funds", "processing_error"])
