@@ -47,7 +47,10 @@ def quote_signup(
         mark = Mark.of(sub)
         sub.advance(sub.trial_end, can_pay=lambda _: True)
         account.bill_since(mark, collect_now=False)
-    return _quote(account)
+    quote = _quote(account)
+    if customer_id is None:
+        quote["subscription"]["customer_id"] = None  # a prospect has no id yet
+    return quote
 
 
 def quote_change(
@@ -76,6 +79,7 @@ def quote_change(
 
 
 def _quote(account: Account) -> dict[str, Any]:
+    """The would-be subscription and invoices, without the ids they would get."""
     return {
         "subscription": subscription_view(account.sub) | {"subscription_id": None},
         "invoices": [

@@ -12,12 +12,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from typer.testing import CliRunner
 
 from commands.billing_clock import BillingClock
 from commands.bootstrap import bootstrap, projector
+from commands.cli import app
+from gateways.sandbox import SandboxGateway
 from ledger.invoices import InvoiceStatus, payment_key, period_invoice_id
 from tests.integration.conftest import Shop
 
@@ -74,3 +78,21 @@ def test_two_clocks_and_two_processors_at_once_renew_and_charge_each_period_once
     assert len(charges) == 2 * SUBSCRIBERS
     assert {c.key for c in charges[SUBSCRIBERS:]} == {payment_key(i.id, 1) for i in renewals}
     assert shop.ledger.event_counts_by_type()["Invoice.PaymentSucceeded"] == 2 * SUBSCRIBERS
+
+
+def test_serve_once_renews_and_collects_what_is_due_by_the_system_clock(
+    shop: Shop, database_url: str, tmp_path: Path
+) -> None:
+    """The simulated shop lives in 2025: by the system clock, every period since is due."""
+    ann = shop.customer()
+    sub_id = shop.subscribe(ann, "basic", trial_days=0)
+    env = {"SUBLEDGER_SANDBOX_PATH": str(tmp_path / "sandbox.db")}
+    result = CliRunner().invoke(app, ["serve", "--once", "--database-url", database_url], env=env)
+    assert result.exit_code == 0, result.output
+    sub = shop.ledger.subscription(sub_id)
+    assert sub.period.end > datetime.now(UTC)
+    first = shop.ledger.invoice(period_invoice_id(sub_id, 0))
+    latest = shop.ledger.invoice(period_invoice_id(sub_id, sub.period.index))
+    assert first.status is latest.status is InvoiceStatus.PAID
+    with SandboxGateway(str(tmp_path / "sandbox.db")) as sandbox:
+        assert len(sandbox.charges()) == sub.period.index + 1  # one per period, none twice
