@@ -4,7 +4,10 @@
 at scale: the demo's catalog, then customers signing up over a simulated year, each with
 (usually) a payment method and a subscription that lives to the year's end (trials
 convert or lapse, periods renew, subscribers upgrade, downgrade, pause, some until a
-date, resume and cancel in all three ways), and a command record for every command. The
+date, resume and cancel in all three ways), an invoice for every billed period and every
+upgrade made now (``ledger.billing``, as the handlers and the billing clock issue them),
+charged a minute later as the payment processor would, and a command record for every
+command. The
 demo sends one command per transaction, a few hundred events/s; this calls the aggregates
 directly on simulated time and stores a cohort of customers per save, tens of times faster.
 
@@ -51,11 +54,14 @@ from commands.demo import (
     TRIAL_DAYS,
 )
 from ledger.application import Ledger
+from ledger.billing import Mark, bill
 from ledger.calendar import Interval, IntervalUnit, boundary
 from ledger.catalog import Plan, Price
 from ledger.customers import Customer, PaymentMethod
+from ledger.dunning import DunningPolicy
 from ledger.errors import DomainError
 from ledger.idempotency import CommandRecord, fingerprint
+from ledger.invoices import Invoice
 from ledger.money import Money
 from ledger.subscriptions import ChangeTiming, Subscription, SubscriptionStatus
 
@@ -68,10 +74,11 @@ COHORT = 200
 # The ledger's PostgreSQL recorder sends one INSERT per save, 4 parameters an event, and
 # a statement takes at most 65535 parameters.
 MAX_EVENTS_PER_SAVE = 8000
-# Stored events per customer over a whole year, estimated low (about 10.9 are stored), so
-# that the year's customers store enough: some 6% more events than asked, rather than a
-# year whose last weeks have no signups. Were they too few, another year would follow.
-EVENTS_PER_CUSTOMER = 10.25
+# Stored events per customer over a whole year, estimated low (about 21.3 are stored,
+# invoices and payments included), so that the year's customers store enough: some 4%
+# more events than asked, rather than a year whose last weeks have no signups. Were they
+# too few, another year would follow.
+EVENTS_PER_CUSTOMER = 20.5
 # Share of downgrades asked for "now" (prorated, the difference becomes account credit)
 # rather than the default, at period end; the demo asks for none.
 P_DOWNGRADE_NOW = 0.2
@@ -217,7 +224,8 @@ class _Population:
 
         code = self._pick(PLAN_WEIGHTS)
         interval = YEAR if rng.random() < 0.2 else MONTH
-        trial_days = None if rng.random() < 0.6 else 0
+        # A paid signup gives a card at checkout; without one, the price's trial.
+        trial_days = None if rng.random() < 0.6 or not has_card else 0
         at += _seconds(rng.randint(5, 120))
         command = self.command(
             "start_subscription",
@@ -230,7 +238,8 @@ class _Population:
         sub = Subscription.start(
             derived_id("subscription", command.id), customer.id, price, at, trial_days
         )
-        self.handled(command, _view(sub), at, sub)
+        invoices = self.bill(sub, customer, Mark.of(None))
+        self.handled(command, _view(sub), at, sub, *invoices, customer)
         self.aggregates.append(sub)
 
         # What the customer does next follows the demo's daily chances, drawn as waiting
@@ -246,8 +255,9 @@ class _Population:
             if due is not None and due <= horizon and (action_at is None or due <= action_at):
                 # A trial end, renewal or scheduled cancel comes first: the subscriber's
                 # next move is drawn anew from there.
+                mark = Mark.of(sub)
                 sub.advance(due, customer.can_pay_at)
-                self.take(sub)
+                self.take(sub, *self.bill(sub, customer, mark), customer)
                 at = due
             elif action_at is None:
                 break  # nothing more happens this year
@@ -260,8 +270,22 @@ class _Population:
                 else:
                     self.act(action, sub, customer, at)
         # The year ends: what fell due by then has happened.
+        mark = Mark.of(sub)
         sub.advance(horizon, customer.can_pay_at)
-        self.take(sub)
+        self.take(sub, *self.bill(sub, customer, mark), customer)
+
+    def bill(self, sub: Subscription, customer: Customer, mark: Mark) -> list[Invoice]:
+        """The invoices the subscription's events since ``mark`` call for, as the handlers
+        and the billing clock issue them, each charged a minute later as the payment
+        processor would (a customer without a usable card fails at once and stays in
+        dunning: nobody here retries)."""
+        invoices = bill(sub, customer, mark, DunningPolicy())
+        for invoice in invoices:
+            if invoice.pending is not None:
+                charged_at = invoice.modified_on + timedelta(minutes=1)
+                reference = f"ch_population_{invoice.id.hex[:20]}"
+                invoice.record_success(invoice.pending.attempt, reference, charged_at)
+        return invoices
 
     def choices(self, sub: Subscription, has_card: bool) -> list[tuple[float, str]]:
         """What a subscriber may do, with the demo's daily chances."""
@@ -289,7 +313,7 @@ class _Population:
         """Applies one subscription command at ``at`` (nothing is due before it)."""
         command: _Command
         target = str(sub.id)
-        changed: tuple[Aggregate, ...] = (sub,)
+        mark = Mark.of(sub)
         extra: dict[str, Any] = {}
         # Each branch names its command before acting, so that a refusal (which the
         # simulation avoids, by the rules in choices) is recorded as dispatch records it.
@@ -307,14 +331,8 @@ class _Population:
                 new = self.prices[(code, sub.price.interval, sub.price.currency)]
                 proration = sub.change_price(new, at, ChangeTiming.NOW if now else None)
                 if proration is not None:
+                    # Billing (``collect``, after this) invoices it, or credits the account.
                     extra = {"net": money_view(proration.net)}
-                    if proration.net.amount < 0:
-                        # As the handler does: a downgrade made now leaves the difference as
-                        # account credit.
-                        customer.adjust_credit(
-                            -proration.net, f"plan change of subscription {target}", at
-                        )
-                        changed = (sub, customer)
             elif action == "pause":
                 command = self.command("pause_subscription", subscription_id=target)
                 sub.pause(at)
@@ -352,7 +370,9 @@ class _Population:
         except DomainError as refusal:
             self.rejected(command, refusal, at)
             return
-        self.handled(command, _view(sub) | extra, at, *changed)
+        # As the handler does: an upgrade is invoiced, a downgrade now credits the account.
+        invoices = self.bill(sub, customer, mark)
+        self.handled(command, _view(sub) | extra, at, sub, *invoices, customer)
 
     def add_card(self, customer: Customer, at: datetime) -> datetime:
         """Adds a gateway token, sometimes after a refused raw card number; returns the

@@ -29,6 +29,11 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Composed, Identifier
 
+# Statements for up to this many rows (a command's few events) are kept and prepared;
+# the rare bigger batches (the billing clock's) are not, so that neither this process nor
+# the server collects one prepared statement per batch size.
+MAX_PREPARED_ROWS = 32
+
 
 class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
     def __init__(
@@ -47,7 +52,8 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
         if statement is None:
             values = SQL(", ").join([SQL("(%s, %s, %s, %s)")] * rows)
             statement = self._insert_prefix + values + SQL(" RETURNING notification_id")
-            self._inserts[rows] = statement
+            if rows <= MAX_PREPARED_ROWS:
+                self._inserts[rows] = statement
         return statement
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
@@ -68,7 +74,8 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
             conn.cursor() as curs,
         ):
             curs.execute(self._preamble)
-            curs.execute(self._insert_statement(len(stored_events)), params, prepare=True)
+            rows = len(stored_events)
+            curs.execute(self._insert_statement(rows), params, prepare=rows <= MAX_PREPARED_ROWS)
             return [row["notification_id"] for row in curs.fetchall()]
 
     def select_latest(self, table: str, ids: Sequence[UUID]) -> list[StoredEvent]:
