@@ -64,10 +64,6 @@ class ProcessorReport:
     refunds_failed: int = 0
     skipped: int = 0  # answered already (a restart, or another processor)
 
-    @property
-    def handled(self) -> int:
-        return self.charged + self.declined + self.refunded + self.refunds_failed
-
 
 class PositionMoved(Exception):
     """Another processor moved the shared position: start again from where it is."""

@@ -114,20 +114,24 @@ class Coupon(Aggregate):
             public=public,
         )
 
+    def _unavailable(self, at: datetime) -> InvalidCoupon | None:
+        """Why nobody can redeem this coupon at ``at`` (expired, used up), if so."""
+        if self.expires_at is not None and at >= self.expires_at:
+            return CouponExpired(f"coupon {self.code!r} expired on {self.expires_at.isoformat()}")
+        if self.max_redemptions is not None and self.redemptions >= self.max_redemptions:
+            return CouponExhausted(
+                f"coupon {self.code!r} reached its {self.max_redemptions} redemptions"
+            )
+        return None
+
     def is_redeemable(self, at: datetime) -> bool:
         """Not expired and not used up (what a pricing page may show)."""
-        if self.expires_at is not None and at >= self.expires_at:
-            return False
-        return self.max_redemptions is None or self.redemptions < self.max_redemptions
+        return self._unavailable(at) is None
 
     def check_applies(self, plan_code: str, currency: str, at: datetime) -> None:
         """Raises why this coupon cannot discount a ``plan_code`` price in ``currency``."""
-        if self.expires_at is not None and at >= self.expires_at:
-            raise CouponExpired(f"coupon {self.code!r} expired on {self.expires_at.isoformat()}")
-        if self.max_redemptions is not None and self.redemptions >= self.max_redemptions:
-            raise CouponExhausted(
-                f"coupon {self.code!r} reached its {self.max_redemptions} redemptions"
-            )
+        if (refusal := self._unavailable(at)) is not None:
+            raise refusal
         if self.plan_codes and plan_code not in self.plan_codes:
             raise CouponNotApplicable(
                 f"coupon {self.code!r} applies to {', '.join(self.plan_codes)}, not {plan_code!r}"
