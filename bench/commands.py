@@ -112,9 +112,9 @@ def phases(prefix: str, count: int, *, timed: bool) -> list[Phase]:
     customers = register_customers(prefix, max(1, count // 2))
     subscriptions = start_subscriptions(customers)
     return [
-        Phase("register_customer", timed, customers, [()] * len(customers)),
+        Phase("customer.register", timed, customers, [()] * len(customers)),
         Phase(
-            "start_subscription",
+            "subscription.start",
             timed,
             subscriptions,
             [(c.customer_id, plan_id(PLAN_CODE)) for c in subscriptions],

@@ -182,7 +182,7 @@ class _Population:
         for code, name, monthly, annual, features in CATALOG:
             description = f"The {name} plan"
             command = self.command(
-                "register_plan", code=code, name=name, description=description, features=features
+                "plan.create", code=code, name=name, description=description, features=features
             )
             plan = Plan.register(code, name, description, features, at)
             self.handled(command, {"plan_id": str(plan.id), "code": code}, at, plan)
@@ -191,7 +191,7 @@ class _Population:
                     # One command per instant, as a real clock would have it.
                     at += timedelta(seconds=1)
                     command = self.command(
-                        "add_price",
+                        "plan.add_price",
                         plan_code=code,
                         currency=currency,
                         amount=amount,
@@ -214,7 +214,7 @@ class _Population:
         email, name = f"customer{self.customers}@example.com", f"Customer {self.customers}"
         currency = self._pick(CURRENCIES)
         at = arrival
-        command = self.command("register_customer", email=email, name=name, currency=currency)
+        command = self.command("customer.register", email=email, name=name, currency=currency)
         customer = Customer.register(derived_id("customer", command.id), email, name, currency, at)
         self.handled(command, {"customer_id": str(customer.id)}, at, customer)
         self.aggregates.append(customer)
@@ -228,7 +228,7 @@ class _Population:
         trial_days = None if rng.random() < 0.6 or not has_card else 0
         at += _seconds(rng.randint(5, 120))
         command = self.command(
-            "start_subscription",
+            "subscription.start",
             customer_id=str(customer.id),
             plan_code=code,
             interval=str(interval),
@@ -323,7 +323,7 @@ class _Population:
                 code = PLAN_CODES[PLAN_CODES.index(sub.price.plan_code) + step]
                 now = action == "downgrade" and self.rng.random() < P_DOWNGRADE_NOW
                 command = self.command(
-                    "change_plan",
+                    "subscription.change_plan",
                     subscription_id=target,
                     plan_code=code,
                     when="now" if now else None,
@@ -334,34 +334,34 @@ class _Population:
                     # Billing (``collect``, after this) invoices it, or credits the account.
                     extra = {"net": money_view(proration.net)}
             elif action == "pause":
-                command = self.command("pause_subscription", subscription_id=target)
+                command = self.command("subscription.pause", subscription_id=target)
                 sub.pause(at)
             elif action == "pause_until":
                 resume_at = _midnight(at) + timedelta(days=self.rng.randint(14, 55))
                 command = self.command(
-                    "pause_subscription", subscription_id=target, resume_at=resume_at.isoformat()
+                    "subscription.pause", subscription_id=target, resume_at=resume_at.isoformat()
                 )
                 sub.pause(at, resume_at)
             elif action == "resume":
-                command = self.command("resume_subscription", subscription_id=target)
+                command = self.command("subscription.resume", subscription_id=target)
                 sub.resume(at)
             elif action == "revoke":
-                command = self.command("revoke_cancel", subscription_id=target)
+                command = self.command("subscription.revoke_cancel", subscription_id=target)
                 sub.revoke_cancel(at)
             elif action == "cancel_now":
                 command = self.command(
-                    "cancel_subscription", subscription_id=target, when="now", refund_unused=True
+                    "subscription.cancel", subscription_id=target, when="now", refund_unused=True
                 )
                 extra = {"refund": money_view(sub.cancel_now(at, refund_unused=True))}
             elif action == "cancel_at_period_end":
                 command = self.command(
-                    "cancel_subscription", subscription_id=target, when="period_end"
+                    "subscription.cancel", subscription_id=target, when="period_end"
                 )
                 sub.cancel_at_period_end(at)
             else:
                 when = _midnight(at) + timedelta(days=self.rng.randint(5, 60))
                 command = self.command(
-                    "cancel_subscription",
+                    "subscription.cancel",
                     subscription_id=target,
                     when="date",
                     cancel_at=when.isoformat(),
@@ -398,7 +398,7 @@ class _Population:
             "exp_year": at.year + rng.randint(3, 6),
         }
         command = self.command(
-            "add_payment_method",
+            "customer.add_payment_method",
             customer_id=str(customer.id),
             **{("payment_method_id" if k == "id" else k): v for k, v in fields.items()},
         )

@@ -306,7 +306,7 @@ class Business:
             (P_PAUSE, s.PauseSubscription, {"resume_at": resume_on}),
             (P_CANCEL_END, s.CancelSubscription, {"when": "period_end"}),
             (P_CANCEL_NOW, s.CancelSubscription, {"when": "now", "refund_unused": True}),
-            (P_CANCEL_DATE, s.CancelSubscription, {"when": "date", "cancel_at": cancel_on}),
+            (P_CANCEL_DATE, s.CancelSubscription, {"when": cancel_on}),
         ]
         if rank + 1 < len(codes):
             choices.append((P_UPGRADE, s.ChangePlan, {"plan_code": codes[rank + 1]}))

@@ -5,22 +5,37 @@ saved as a record of its own. A duplicate cannot commit (its record collides), s
 conflict we look for the first record: found, its answer is given again (the result, or
 the refusal raised anew); not found, the conflict was another writer on the same
 aggregates and the command runs again on fresh state.
+
+A batch of commands (what one read of the bus returns) is handled in one transaction:
+each command sees what the earlier ones did, and one that fails leaves no trace (see
+``ledger.staging``). Should the batch's save conflict, its commands run one by one.
+Queries (``quote.preview``) record nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 
 from commands.handlers import HANDLERS
-from commands.schemas import Command
+from commands.quotes import preview_quote
+from commands.schemas import Command, PreviewQuote
 from ledger.application import Ledger
 from ledger.clock import Clock
 from ledger.errors import CommandIdReused, DomainError, TooManyConflicts
-from ledger.idempotency import CommandRecord, fingerprint
+from ledger.idempotency import CommandRecord, command_record_id, fingerprint
+from ledger.staging import Stage
 
 MAX_ATTEMPTS = 8
+QUERIES: dict[type[Command], Callable[[Any, Ledger, datetime], dict[str, Any]]] = {
+    PreviewQuote: preview_quote,
+}
+# What a command of a batch got: its result, a refusal (DomainError), or the error that
+# kept it from an answer (to be retried later).
+Answer = dict[str, Any] | Exception
 
 
 def handle(command: Command, ledger: Ledger, clock: Clock) -> dict[str, Any]:
@@ -29,8 +44,9 @@ def handle(command: Command, ledger: Ledger, clock: Clock) -> dict[str, Any]:
     A refusal by a business rule is recorded too, and raised again for the same id; a
     reference to something that does not exist (yet) is not, so a retry can succeed.
     """
-    command_type = str(getattr(command, "type", type(command).__name__))
-    digest = fingerprint(command_type, command.model_dump(mode="json", exclude={"command_id"}))
+    if (query := QUERIES.get(type(command))) is not None:
+        return query(command, ledger, clock.now())
+    command_type, digest = _identity(command)
     handler = HANDLERS[type(command)]
     for _ in range(MAX_ATTEMPTS):
         now = clock.now()
@@ -46,10 +62,7 @@ def handle(command: Command, ledger: Ledger, clock: Clock) -> dict[str, Any]:
         except DomainError as refusal:
             if refusal.final:
                 try:
-                    rejected = CommandRecord.rejected(
-                        command.command_id, command_type, digest, refusal, now
-                    )
-                    ledger.save(rejected)
+                    ledger.save(_rejected(command, refusal, now))
                 except IntegrityError:
                     pass  # this command id was answered already: see below
                 else:
@@ -58,12 +71,93 @@ def handle(command: Command, ledger: Ledger, clock: Clock) -> dict[str, Any]:
                 raise
         first = ledger.command_record(command.command_id)
         if first is not None:
-            if first.fingerprint != digest:
-                raise CommandIdReused(
-                    f"command id {command.command_id!r} was already used for a different "
-                    f"{first.command_type} command"
-                )
-            return first.answer()
+            return _again(first, command)
     raise TooManyConflicts(
         f"command {command.command_id!r} conflicted {MAX_ATTEMPTS} times with concurrent writers"
     )
+
+
+def handle_batch(commands: Sequence[Command], ledger: Ledger, clock: Clock) -> list[Answer]:
+    """Answers each of ``commands``, in order, saving all their events in one transaction."""
+    records = {
+        record.command_id: record
+        for record in ledger.load_many(command_record_id(c.command_id) for c in commands).values()
+        if isinstance(record, CommandRecord)
+    }
+    stage = Stage()
+    with ledger.staged(stage):
+        answers = [_staged_answer(command, ledger, clock, stage, records) for command in commands]
+    try:
+        ledger.save(*stage.changed())
+    except IntegrityError:
+        # A concurrent writer (another worker, the billing clock) got there first.
+        return [_answer(command, ledger, clock) for command in commands]
+    return answers
+
+
+def _staged_answer(
+    command: Command,
+    ledger: Ledger,
+    clock: Clock,
+    stage: Stage,
+    records: dict[str, CommandRecord],
+) -> Answer:
+    """One command of a batch: applied to the stage, whose changes it keeps on success."""
+    now = clock.now()
+    first = records.get(command.command_id)
+    try:
+        if first is not None:
+            return _again(first, command)
+        if (query := QUERIES.get(type(command))) is not None:
+            return query(command, ledger, now)
+        command_type, digest = _identity(command)
+        outcome = HANDLERS[type(command)](command, ledger, now)
+        record = CommandRecord.handled(
+            command.command_id, command_type, digest, outcome.result, now
+        )
+        stage.add(record, *outcome.changed)
+        stage.keep()
+        records[command.command_id] = record
+        return outcome.result
+    except DomainError as refusal:
+        stage.drop()
+        if refusal.final and first is None:
+            rejected = _rejected(command, refusal, now)
+            stage.add(rejected)
+            stage.keep()
+            records[command.command_id] = rejected
+        return refusal
+    except Exception as error:  # a bug or a broken store: this command stays unanswered
+        stage.drop()
+        return error
+    finally:
+        stage.drop()  # what a query touched
+
+
+def _answer(command: Command, ledger: Ledger, clock: Clock) -> Answer:
+    try:
+        return handle(command, ledger, clock)
+    except Exception as error:  # as in a batch: a refusal, or no answer yet
+        return error
+
+
+def _identity(command: Command) -> tuple[str, str]:
+    """The command's type and the fingerprint of what it asks (not of its envelope)."""
+    command_type = str(getattr(command, "type", type(command).__name__))
+    payload = command.model_dump(mode="json", exclude={"command_id", "reply_to"})
+    return command_type, fingerprint(command_type, payload)
+
+
+def _rejected(command: Command, refusal: DomainError, at: datetime) -> CommandRecord:
+    command_type, digest = _identity(command)
+    return CommandRecord.rejected(command.command_id, command_type, digest, refusal, at)
+
+
+def _again(first: CommandRecord, command: Command) -> dict[str, Any]:
+    """The first answer to the command's id, if it was this same command."""
+    if first.fingerprint != _identity(command)[1]:
+        raise CommandIdReused(
+            f"command id {command.command_id!r} was already used for a different "
+            f"{first.command_type} command"
+        )
+    return first.answer()

@@ -69,7 +69,7 @@ def archive_plan(cmd: s.ArchivePlan, ledger: Ledger, now: datetime) -> Outcome:
 
 def register_customer(cmd: s.RegisterCustomer, ledger: Ledger, now: datetime) -> Outcome:
     # A derived id cannot exist without this command's record; a given one may be taken.
-    if cmd.customer_id is not None and cmd.customer_id in ledger.repository:
+    if cmd.customer_id is not None and ledger.exists(cmd.customer_id):
         raise CustomerAlreadyRegistered(f"customer {cmd.customer_id} is already registered")
     customer_id = cmd.customer_id or derived_id("customer", cmd.command_id)
     customer = Customer.register(customer_id, cmd.email, cmd.name, cmd.currency, now)
@@ -171,8 +171,7 @@ def cancel_subscription(cmd: s.CancelSubscription, ledger: Ledger, now: datetime
     elif cmd.when == "period_end":
         sub.cancel_at_period_end(at)
     else:
-        assert cmd.cancel_at is not None  # the schema requires it with when='date'
-        sub.cancel_on(cmd.cancel_at, at)
+        sub.cancel_on(cmd.when, at)
     return Outcome(account.view() | {"refund": money_view(refund)}, account.changed(*refunded))
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from commands.accounts import Account, current_subscription, invoice_view, subscription_view
+from commands.schemas import PreviewQuote
 from ledger.application import Ledger
 from ledger.billing import Mark
 from ledger.calendar import Interval
@@ -87,3 +88,20 @@ def _quote(account: Account) -> dict[str, Any]:
         ],
         "recorded": False,
     }
+
+
+def preview_quote(cmd: PreviewQuote, ledger: Ledger, now: datetime) -> dict[str, Any]:
+    """The ``quote.preview`` command: a change quote with ``subscription_id``, else a
+    signup quote."""
+    if cmd.subscription_id is not None:
+        return quote_change(ledger, cmd.subscription_id, cmd.plan_code, now, cmd.interval, cmd.when)
+    return quote_signup(
+        ledger,
+        cmd.plan_code,
+        cmd.interval or "month",
+        now,
+        cmd.customer_id,
+        cmd.currency,
+        cmd.coupon,
+        cmd.trial_days,
+    )

@@ -8,7 +8,7 @@ units of the currency (1999 EUR is 19.99 EUR).
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
@@ -16,6 +16,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, m
 from ledger.catalog import MAX_TRIAL_DAYS
 
 CommandId = Annotated[str, Field(min_length=1, max_length=200)]
+# A Redis stream key of our own choosing: printable, no spaces, not one of ours.
+StreamName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[!-~]+$")]
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 PlanCode = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 IntervalText = Annotated[str, Field(min_length=3, max_length=20, examples=["month", "3 months"])]
@@ -30,10 +32,13 @@ class Command(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     command_id: CommandId
+    reply_to: StreamName | None = Field(
+        None, description="on the bus: the stream the reply is added to (none: no reply)"
+    )
 
 
 class RegisterPlan(Command):
-    type: Literal["register_plan"] = "register_plan"
+    type: Literal["plan.create"] = "plan.create"
     code: PlanCode
     name: Annotated[str, Field(min_length=1, max_length=200)]
     description: str = ""
@@ -41,7 +46,7 @@ class RegisterPlan(Command):
 
 
 class AddPrice(Command):
-    type: Literal["add_price"] = "add_price"
+    type: Literal["plan.add_price"] = "plan.add_price"
     plan_code: PlanCode
     currency: CurrencyCode
     # Strict: a float or a string is not an amount; amounts are integer minor units.
@@ -51,20 +56,20 @@ class AddPrice(Command):
 
 
 class ArchivePrice(Command):
-    type: Literal["archive_price"] = "archive_price"
+    type: Literal["plan.archive_price"] = "plan.archive_price"
     plan_code: PlanCode
     price_id: str
 
 
 class ArchivePlan(Command):
-    type: Literal["archive_plan"] = "archive_plan"
+    type: Literal["plan.archive"] = "plan.archive"
     plan_code: PlanCode
 
 
 class RegisterCustomer(Command):
     """Registers a customer; the id is derived from the command id unless given."""
 
-    type: Literal["register_customer"] = "register_customer"
+    type: Literal["customer.register"] = "customer.register"
     customer_id: UUID | None = None
     email: Annotated[str, Field(max_length=320)]
     name: Annotated[str, Field(max_length=200)]
@@ -72,7 +77,7 @@ class RegisterCustomer(Command):
 
 
 class AddPaymentMethod(Command):
-    type: Literal["add_payment_method"] = "add_payment_method"
+    type: Literal["customer.add_payment_method"] = "customer.add_payment_method"
     customer_id: UUID
     payment_method_id: Annotated[str, Field(min_length=1, max_length=100)]
     gateway: Annotated[str, Field(min_length=1, max_length=40)] = "sandbox"
@@ -85,14 +90,14 @@ class AddPaymentMethod(Command):
 
 
 class ChangeCustomerContact(Command):
-    type: Literal["change_customer_contact"] = "change_customer_contact"
+    type: Literal["customer.change_contact"] = "customer.change_contact"
     customer_id: UUID
     email: Annotated[str, Field(max_length=320)]
     name: Annotated[str, Field(max_length=200)]
 
 
 class SwitchDefaultPaymentMethod(Command):
-    type: Literal["switch_default_payment_method"] = "switch_default_payment_method"
+    type: Literal["customer.set_default_payment_method"] = "customer.set_default_payment_method"
     customer_id: UUID
     payment_method_id: str
 
@@ -100,7 +105,7 @@ class SwitchDefaultPaymentMethod(Command):
 class StartSubscription(Command):
     """Starts a subscription; its id is derived from the command id."""
 
-    type: Literal["start_subscription"] = "start_subscription"
+    type: Literal["subscription.start"] = "subscription.start"
     customer_id: UUID
     plan_code: PlanCode
     interval: IntervalText = "month"
@@ -114,7 +119,7 @@ class StartSubscription(Command):
 class ChangePlan(Command):
     """Upgrades take effect now (prorated), downgrades at period end, unless ``when``."""
 
-    type: Literal["change_plan"] = "change_plan"
+    type: Literal["subscription.change_plan"] = "subscription.change_plan"
     subscription_id: UUID
     plan_code: PlanCode
     interval: IntervalText | None = Field(None, description="defaults to the current one")
@@ -122,39 +127,36 @@ class ChangePlan(Command):
 
 
 class CancelSubscription(Command):
-    """Cancel ``now`` (optionally refunding the unused part), at ``period_end``, or on a
-    ``date`` given as ``cancel_at``."""
+    """Cancel ``now`` (optionally refunding the unused part), at ``period_end``, or at
+    the instant ``when`` names (ISO 8601 with an offset)."""
 
-    type: Literal["cancel_subscription"] = "cancel_subscription"
+    type: Literal["subscription.cancel"] = "subscription.cancel"
     subscription_id: UUID
-    when: Literal["now", "period_end", "date"] = "period_end"
-    cancel_at: AwareDatetime | None = None
+    when: Literal["now", "period_end"] | AwareDatetime = "period_end"
     refund_unused: bool = False
 
     @model_validator(mode="after")
-    def _date_goes_with_when(self) -> CancelSubscription:
-        if (self.when == "date") != (self.cancel_at is not None):
-            raise ValueError("cancel_at is required with when='date', and only then")
+    def _refund_goes_with_now(self) -> CancelSubscription:
         if self.refund_unused and self.when != "now":
             raise ValueError("refund_unused goes with when='now': a later cancel uses its period")
         return self
 
 
 class RevokeCancel(Command):
-    type: Literal["revoke_cancel"] = "revoke_cancel"
+    type: Literal["subscription.revoke_cancel"] = "subscription.revoke_cancel"
     subscription_id: UUID
 
 
 class PauseSubscription(Command):
     """Pause now; with ``resume_at``, it resumes on its own at that instant."""
 
-    type: Literal["pause_subscription"] = "pause_subscription"
+    type: Literal["subscription.pause"] = "subscription.pause"
     subscription_id: UUID
     resume_at: AwareDatetime | None = None
 
 
 class ResumeSubscription(Command):
-    type: Literal["resume_subscription"] = "resume_subscription"
+    type: Literal["subscription.resume"] = "subscription.resume"
     subscription_id: UUID
 
 
@@ -162,7 +164,7 @@ class RegisterCoupon(Command):
     """A coupon (promotion code): ``percent_off`` or ``amount_off`` (with ``currency``),
     for ``once``, ``repeating`` (``duration_periods``) or ``forever``."""
 
-    type: Literal["register_coupon"] = "register_coupon"
+    type: Literal["coupon.create"] = "coupon.create"
     code: CouponCode
     name: Annotated[str, Field(max_length=200)] = ""
     percent_off: Percent | None = None
@@ -188,7 +190,7 @@ class ApplyCoupon(Command):
     """Applies a coupon to a subscription from its next invoice (its first paid one
     when trialing)."""
 
-    type: Literal["apply_coupon"] = "apply_coupon"
+    type: Literal["subscription.apply_coupon"] = "subscription.apply_coupon"
     subscription_id: UUID
     coupon: CouponCode
 
@@ -197,7 +199,7 @@ class SetTaxRate(Command):
     """The tax on the customer's future invoices: ``percent`` of what is taxed, added on
     top (exclusive) or already in the prices (inclusive)."""
 
-    type: Literal["set_tax_rate"] = "set_tax_rate"
+    type: Literal["customer.set_tax_rate"] = "customer.set_tax_rate"
     customer_id: UUID
     name: Annotated[str, Field(min_length=1, max_length=40)] = "VAT"
     percent: Percent
@@ -208,15 +210,45 @@ class RefundInvoice(Command):
     """Refunds a paid invoice through the gateway that took the payment; without
     ``amount``, all that is left to refund."""
 
-    type: Literal["refund_invoice"] = "refund_invoice"
+    type: Literal["invoice.refund"] = "invoice.refund"
     invoice_id: UUID
     amount: MinorUnits | None = None
     reason: Annotated[str, Field(max_length=200)] = ""
 
 
 class VoidInvoice(Command):
-    type: Literal["void_invoice"] = "void_invoice"
+    type: Literal["invoice.void"] = "invoice.void"
     invoice_id: UUID
+
+
+class PreviewQuote(Command):
+    """What a signup (``plan_code`` with ``customer_id`` or a prospect's ``currency``) or a
+    plan change (``subscription_id``) would invoice, with coupon and proration; nothing
+    is recorded."""
+
+    type: Literal["quote.preview"] = "quote.preview"
+    plan_code: PlanCode
+    interval: IntervalText | None = Field(None, description="default: month, or the current one")
+    customer_id: UUID | None = None
+    currency: CurrencyCode | None = None
+    coupon: CouponCode | None = None
+    trial_days: Annotated[int, Field(strict=True, ge=0, le=MAX_TRIAL_DAYS)] | None = None
+    subscription_id: UUID | None = Field(None, description="quote a change of this one")
+    when: Literal["now", "period_end"] | None = Field(None, description="for a change")
+
+    @model_validator(mode="after")
+    def _signup_or_change(self) -> PreviewQuote:
+        if self.subscription_id is not None:
+            if self.customer_id or self.currency or self.coupon or self.trial_days is not None:
+                raise ValueError(
+                    "a change quote takes plan_code, interval and when; customer_id, "
+                    "currency, coupon and trial_days go with a signup quote"
+                )
+        elif self.when is not None:
+            raise ValueError("when goes with subscription_id (a change quote)")
+        elif self.customer_id is None and self.currency is None:
+            raise ValueError("a signup quote needs customer_id or a prospect's currency")
+        return self
 
 
 AnyCommand = Annotated[
@@ -238,10 +270,15 @@ AnyCommand = Annotated[
     | ApplyCoupon
     | SetTaxRate
     | RefundInvoice
-    | VoidInvoice,
+    | VoidInvoice
+    | PreviewQuote,
     Field(discriminator="type"),
 ]
 command_adapter: TypeAdapter[AnyCommand] = TypeAdapter(AnyCommand)
+# Each command's class by its wire type ("subscription.start"), in the union's order.
+COMMAND_TYPES: dict[str, type[Command]] = {
+    kind.model_fields["type"].default: kind for kind in get_args(get_args(AnyCommand)[0])
+}
 
 
 def parse_command(raw: str | bytes) -> AnyCommand:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar, cast
 from uuid import UUID
 
@@ -24,10 +26,13 @@ from ledger.errors import NotFound
 from ledger.idempotency import CommandRecord, command_record_id
 from ledger.invoices import Invoice
 from ledger.postgres_recorder import LeanPostgresApplicationRecorder
+from ledger.staging import Stage
 from ledger.subscriptions import Subscription
 from ledger.transcodings import register_ledger_transcodings
 
 A = TypeVar("A", bound=Aggregate)
+# The stage loads go through, per thread or task (see ``Ledger.staged``).
+_staged: ContextVar[tuple[Ledger, Stage] | None] = ContextVar("staged", default=None)
 
 
 class Ledger(Application[UUID]):
@@ -51,9 +56,33 @@ class Ledger(Application[UUID]):
         super().register_transcodings(transcoder)
         register_ledger_transcodings(transcoder)
 
+    @contextmanager
+    def staged(self, stage: Stage) -> Iterator[Stage]:
+        """Within the block, in this thread or task only, loads see what ``stage`` holds
+        (the changes of a batch not saved yet) before the store."""
+        token = _staged.set((self, stage))
+        try:
+            yield stage
+        finally:
+            _staged.reset(token)
+
+    def _load(self, aggregate_id: UUID) -> Aggregate:
+        staged = _staged.get()
+        if staged is not None and staged[0] is self:
+            return staged[1].get(aggregate_id, self.repository.get)
+        aggregate: Aggregate = self.repository.get(aggregate_id)
+        return aggregate
+
+    def exists(self, aggregate_id: UUID) -> bool:
+        try:
+            self._load(aggregate_id)
+        except AggregateNotFoundError:
+            return False
+        return True
+
     def _get(self, kind: type[A], aggregate_id: UUID, label: str) -> A:
         try:
-            aggregate: Aggregate = self.repository.get(aggregate_id)
+            aggregate = self._load(aggregate_id)
         except AggregateNotFoundError:
             raise NotFound(f"no {label} {aggregate_id}") from None
         if not isinstance(aggregate, kind):
@@ -62,11 +91,15 @@ class Ledger(Application[UUID]):
 
     def load_many(self, ids: Iterable[UUID]) -> dict[UUID, Aggregate]:
         """The current state of each of ``ids`` that exists: on PostgreSQL in two queries
-        (newest snapshots, then the events after them), elsewhere one by one."""
+        (newest snapshots, then the events after them), elsewhere (or staged) one by one."""
         wanted = list(dict.fromkeys(ids))
         recorder = self.recorder
-        if not isinstance(recorder, LeanPostgresApplicationRecorder) or self.snapshots is None:
-            return {i: self.repository.get(i) for i in wanted if i in self.repository}
+        if (
+            not isinstance(recorder, LeanPostgresApplicationRecorder)
+            or self.snapshots is None
+            or _staged.get() is not None
+        ):
+            return self._load_each(wanted)
         snapshots_table = getattr(self.snapshots.recorder, "events_table_name", "")
         snapshots = recorder.select_latest(snapshots_table, wanted)
         after = dict.fromkeys(wanted, 0) | {
@@ -83,6 +116,15 @@ class Ledger(Application[UUID]):
             loaded[aggregate_id] = mutated
         return loaded
 
+    def _load_each(self, ids: list[UUID]) -> dict[UUID, Aggregate]:
+        loaded: dict[UUID, Aggregate] = {}
+        for aggregate_id in ids:
+            try:
+                loaded[aggregate_id] = self._load(aggregate_id)
+            except AggregateNotFoundError:
+                continue
+        return loaded
+
     def plan(self, code: str) -> Plan:
         try:
             return self._get(Plan, plan_id(code), "plan")
@@ -93,7 +135,7 @@ class Ledger(Application[UUID]):
         return [self._get(Plan, i, "plan") for i in self.ids_of(Plan)]
 
     def has_plan(self, code: str) -> bool:
-        return plan_id(code) in self.repository
+        return self.exists(plan_id(code))
 
     def customer(self, customer_id: UUID) -> Customer:
         return self._get(Customer, customer_id, "customer")
@@ -111,7 +153,7 @@ class Ledger(Application[UUID]):
             raise NotFound(f"no coupon {code!r}") from None
 
     def has_coupon(self, code: str) -> bool:
-        return coupon_id(code) in self.repository
+        return self.exists(coupon_id(code))
 
     def command_record(self, command_id: str) -> CommandRecord | None:
         try:

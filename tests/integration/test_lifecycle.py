@@ -150,7 +150,7 @@ def test_cancel_at_period_end_and_at_a_date_happen_on_time(shop: Shop) -> None:
     shop.send(s.CancelSubscription, subscription_id=at_end, when="period_end")
     on_date = shop.subscribe(shop.customer())
     cancel_at = datetime(2025, 3, 10, tzinfo=UTC)
-    shop.send(s.CancelSubscription, subscription_id=on_date, when="date", cancel_at=cancel_at)
+    shop.send(s.CancelSubscription, subscription_id=on_date, when=cancel_at)
     shop.clock.advance(timedelta(days=60))
     ended = [advance_subscription(shop.ledger, i, shop.clock.now()) for i in (at_end, on_date)]
     assert [sub.status for sub in ended] == [SubscriptionStatus.CANCELED] * 2

@@ -456,8 +456,7 @@ class Story:
                 send(
                     s.CancelSubscription,
                     subscription_id=subscription_id,
-                    when="date",
-                    cancel_at=cancel_at,
+                    when=cancel_at,
                 )
             else:
                 refund = action.refund and action.when == "now"
