@@ -106,10 +106,10 @@ def _staged_answer(
     now = clock.now()
     first = records.get(command.command_id)
     try:
+        if (query := QUERIES.get(type(command))) is not None:
+            return query(command, ledger, now)  # recorded nowhere, whatever its id
         if first is not None:
             return _again(first, command)
-        if (query := QUERIES.get(type(command))) is not None:
-            return query(command, ledger, now)
         command_type, digest = _identity(command)
         outcome = HANDLERS[type(command)](command, ledger, now)
         record = CommandRecord.handled(

@@ -8,7 +8,7 @@ units of the currency (1999 EUR is 19.99 EUR).
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
@@ -28,8 +28,14 @@ MinorUnits = Annotated[int, Field(strict=True, gt=0, description="minor units")]
 Percent = Annotated[Decimal, Field(ge=0, le=100, max_digits=7, decimal_places=4)]
 
 
+def _type_is_required(schema: dict[str, Any]) -> None:
+    """On the wire the type says which command it is: required, though Python code that
+    builds a command from its class need not give it."""
+    schema["required"] = ["type", *schema.get("required", [])]
+
+
 class Command(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_type_is_required)
 
     command_id: CommandId
     reply_to: StreamName | None = Field(
