@@ -6,16 +6,16 @@ import json
 import shlex
 import sqlite3
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from time import perf_counter
 from typing import Annotated, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
+import redis
 import typer
 from eventsourcing.persistence import PersistenceError
 from pydantic import ValidationError
@@ -25,13 +25,14 @@ from rich.table import Table
 
 from commands import reports
 from commands.accounts import subscription_view
-from commands.billing_clock import BillingClock
-from commands.bootstrap import bootstrap, gateways, projector
+from commands.bootstrap import bootstrap, projector
+from commands.bus import answer_directly
+from commands.bus_app import asyncapi_document
+from commands.client import request
 from commands.demo import DemoReport, project, run_demo
-from commands.dispatch import handle
-from commands.payments import PaymentProcessor
-from commands.quotes import quote_change, quote_signup
-from commands.schemas import parse_command
+from commands.node import Ticker, TickSummary, run_node
+from commands.quotes import preview_quote
+from commands.schemas import COMMAND_TYPES, PreviewQuote
 from commands.settings import (
     DEFAULT_DEMO_DATABASE_URL,
     InvalidDatabaseUrl,
@@ -39,6 +40,7 @@ from commands.settings import (
     configured_database_url,
     sqlite_path,
 )
+from commands.streams import Streams
 from ledger.application import Ledger
 from ledger.catalog import Plan
 from ledger.clock import SystemClock
@@ -215,29 +217,79 @@ def _show_billing(report: DemoReport) -> None:
 
 @app.command()
 def send(
-    command: Annotated[str, typer.Argument(help="The command as JSON, or - to read stdin.")],
+    command_type: Annotated[str, typer.Argument(metavar="TYPE", help="e.g. subscription.start")],
+    fields: Annotated[
+        str,
+        typer.Option("--json", help="The command's fields as a JSON object, or - for stdin."),
+    ] = "{}",
+    direct: Annotated[
+        bool, typer.Option(help="Handle it in this process, on the database: no bus.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the reply.")] = 30,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Send one command, e.g. '{"type": "pause_subscription", "command_id": "c1", ...}'.
+    """Send one command over the bus (or --direct) and print its reply, e.g.
+    send subscription.pause --json '{"subscription_id": "..."}'.
 
-    Prints the answer as JSON; a refused command prints {"error": code, "message": ...}
-    and exits with 1 (2 for an invalid command).
+    A fresh command_id is added unless the JSON has one. Exits with 0 when accepted, 1
+    when rejected, 3 when no worker replied in time.
     """
-    raw = sys.stdin.read() if command == "-" else command
+    text = sys.stdin.read() if fields == "-" else fields
     try:
-        parsed = parse_command(raw)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in problem['loc']) or 'command'}: {problem['msg']}"
-            for problem in error.errors()
+        payload = json.loads(text)
+    except ValueError as error:
+        raise _fail("invalid_json", f"--json is not JSON: {error}", 2) from None
+    if not isinstance(payload, dict):
+        raise _fail("invalid_json", "--json is a JSON object of the command's fields", 2)
+    payload = {"type": command_type, "command_id": uuid4().hex} | payload
+    settings = Settings()
+    if direct:
+        with _ledger(database_url) as ledger:
+            raw = json.dumps(payload).encode()
+            streams = Streams(settings.bus_prefix)
+            reply = answer_directly(raw, ledger, SystemClock(), streams).model_dump(mode="json")
+    else:
+        reply = _over_the_bus(payload, settings, timeout)
+    _print_json(reply)
+    if reply["status"] != "accepted":
+        raise typer.Exit(1)
+
+
+def _over_the_bus(payload: dict[str, Any], settings: Settings, timeout: float) -> Any:
+    try:
+        return request(payload, settings.redis_url, Streams(settings.bus_prefix), timeout)
+    except redis.RedisError as error:
+        raise _fail(
+            "bus_unreachable", f"cannot use Redis at {settings.redis_url}: {error}", 2
+        ) from None
+    except TimeoutError:
+        raise _fail(
+            "no_reply", f"no reply within {timeout:g}s: is a worker running (subledger serve)?", 3
+        ) from None
+
+
+@app.command()
+def schema(
+    command_type: Annotated[
+        str | None,
+        typer.Argument(metavar="[TYPE]", help="One command type, e.g. subscription.start."),
+    ] = None,
+) -> None:
+    """Print the JSON schema of every command type (or of one), as the bus validates it."""
+    if command_type is None:
+        _print_json({kind: model.model_json_schema() for kind, model in COMMAND_TYPES.items()})
+        return
+    if command_type not in COMMAND_TYPES:
+        raise _fail(
+            "unknown_type", f"no command type {command_type!r}: {', '.join(COMMAND_TYPES)}", 2
         )
-        raise _fail("invalid_command", problems, 2) from None
-    with _ledger(database_url) as ledger:
-        try:
-            result = handle(parsed, ledger, SystemClock())
-        except DomainError as refusal:
-            raise _fail(refusal.code, str(refusal)) from None
-    _print_json(result)
+    _print_json(COMMAND_TYPES[command_type].model_json_schema())
+
+
+@app.command()
+def asyncapi() -> None:
+    """Print the bus's AsyncAPI document (docs/asyncapi.json holds the same)."""
+    _print_json(asyncapi_document())
 
 
 @app.command()
@@ -334,19 +386,24 @@ def quote(
 
     A signup with a trial shows the invoice due at the trial's end.
     """
+    try:
+        query = PreviewQuote(
+            command_id="cli",
+            plan_code=plan,
+            interval=interval,
+            customer_id=customer,
+            currency=currency,
+            coupon=coupon,
+            trial_days=trial_days,
+            subscription_id=subscription_id,
+            when=when,
+        )
+    except ValidationError as error:
+        problems = "; ".join(str(problem["msg"]) for problem in error.errors())
+        raise _fail("invalid_quote", problems, 2) from None
     with _ledger(database_url) as ledger:
-        now = SystemClock().now()
         try:
-            if subscription_id is not None:
-                if when not in (None, "now", "period_end"):
-                    raise _fail("invalid_when", "--when is now or period_end", 2)
-                answer = quote_change(ledger, subscription_id, plan, now, interval, when)
-            else:
-                if customer is None and currency is None:
-                    raise _fail("missing_currency", "give --customer or --currency", 2)
-                answer = quote_signup(
-                    ledger, plan, interval or "month", now, customer, currency, coupon, trial_days
-                )
+            answer = preview_quote(query, ledger, SystemClock().now())
         except DomainError as refusal:
             raise _fail(refusal.code, str(refusal)) from None
     _print_json(answer)
@@ -354,28 +411,31 @@ def quote(
 
 @app.command()
 def serve(
-    once: Annotated[bool, typer.Option(help="Run one tick and stop.")] = False,
+    once: Annotated[bool, typer.Option(help="Run one tick of the periodic work and stop.")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Keep the ledger running: projections, the billing clock and the payment processor,
-    one tick every SUBLEDGER_SERVE_INTERVAL seconds, against the system clock."""
+    """Run a production node until SIGTERM: the bus worker (commands from Redis), and every
+    SUBLEDGER_SERVE_INTERVAL seconds the projections, the billing clock, the payment
+    processor and the integration-event outbox, against the system clock."""
     settings = Settings()
     clock = SystemClock()
+
+    def report(summary: TickSummary) -> None:
+        errors.print(f"{clock.now():%Y-%m-%d %H:%M:%S} {summary.line()}")
+
     with _projector(database_url) as projections:
-        ledger = projections.ledger
-        billing_clock = BillingClock(ledger, projections, clock)
-        processor = PaymentProcessor(ledger, gateways(settings), projections.database, clock)
-        while True:
-            ticked = billing_clock.tick()
-            paid = processor.run()
-            errors.print(
-                f"{clock.now():%Y-%m-%d %H:%M:%S} due: {ticked.subscriptions} subscriptions, "
-                f"{ticked.retries} retries, {ticked.gave_up} given up; payments: "
-                f"{paid.charged} charged, {paid.declined} declined, {paid.refunded} refunded"
-            )
-            if once:
-                return
-            time.sleep(settings.serve_interval)
+        if once:
+            report(Ticker(projections, clock, settings).tick())
+            return
+        run_node(projections, clock, settings, on_tick=report)
+
+
+@app.command()
+def worker(database_url: DatabaseUrl = None) -> None:
+    """Run only a bus worker until SIGTERM; several can run side by side (each process is
+    a consumer of the group under its own name)."""
+    with _projector(database_url) as projections:
+        run_node(projections, SystemClock(), Settings(), ticks=False)
 
 
 @app.command()

@@ -28,6 +28,17 @@ class Settings(BaseSettings):
     sandbox_path: str = ".subledger/sandbox.db"
     # Seconds between two ticks of `subledger serve` (projections, clock, payments).
     serve_interval: float = Field(5.0, gt=0)
+    # The bus: Redis, the prefix of its keys (streams `<prefix>:commands`...), how many
+    # messages one read (and one transaction) takes, after how long a message left
+    # pending by a dead worker is claimed by another, and after how many deliveries a
+    # message that never got an answer goes to `<prefix>:dead`.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    bus_prefix: str = Field("subledger", pattern=r"^[!-~]+$")
+    bus_batch: int = Field(200, ge=1, le=10_000)
+    bus_claim_idle_ms: int = Field(30_000, ge=10)
+    bus_max_deliveries: int = Field(5, ge=1)
+    # This worker's consumer name in the group (default: host and process id).
+    bus_consumer: str | None = None
 
     @field_validator("dunning_retry_days")
     @classmethod

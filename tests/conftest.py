@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: a ledger on each backend, and a simulated clock.
+"""Fixtures shared by every test: a ledger on each backend, a simulated clock, and bus
+keys of the test's own on Redis (SUBLEDGER_TEST_REDIS_URL, default the local server).
 
 PostgreSQL tests run in a schema of their own, dropped afterwards, in the database named
 by SUBLEDGER_TEST_POSTGRES_URL (default: the local server's ``test`` database).
@@ -14,8 +15,10 @@ from uuid import uuid4
 
 import psycopg
 import pytest
+import redis
 
 from commands.bootstrap import bootstrap
+from commands.streams import Streams
 from ledger.application import Ledger
 from ledger.clock import SimulatedClock
 
@@ -31,6 +34,25 @@ def postgres_url() -> Iterator[str]:
     yield f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}schema={schema}"
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+REDIS_URL = os.environ.get("SUBLEDGER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return REDIS_URL
+
+
+@pytest.fixture
+def streams() -> Iterator[Streams]:
+    """Bus keys under a prefix of the test's own (replies too: ``<prefix>-...``),
+    deleted afterwards."""
+    mine = Streams(f"test-{uuid4().hex[:12]}")
+    yield mine
+    with redis.Redis.from_url(REDIS_URL) as client:
+        if keys := list(client.scan_iter(f"{mine.prefix}*", count=1000)):
+            client.delete(*keys)
 
 
 @pytest.fixture

@@ -95,11 +95,14 @@ def demo_url(sqlite_url: str) -> str:
     return build_demo(sqlite_url)
 
 
-def send(url: str, **command: Any) -> dict[str, Any]:
-    code, answer = run("send", json.dumps(command), "--database-url", url)
+def send(url: str, type: str, **fields: Any) -> dict[str, Any]:
+    code, answer = run(
+        "send", type, "--json", json.dumps(fields), "--direct", "--database-url", url
+    )
     assert code == 0, answer
     assert isinstance(answer, dict)
-    return answer
+    result: dict[str, Any] = answer["result"]
+    return result
 
 
 def decoded(ledger: Ledger, notification: Notification) -> Any:
@@ -262,7 +265,7 @@ def test_stats_refuses_what_it_cannot_answer(demo_url: str, tmp_path: Path) -> N
     code, answer = run("stats", "--json", "--database-url", empty)
     assert (code, answer["error"]) == (1, "no_data")
     # A catalog alone is no revenue either.
-    send(empty, type="register_plan", command_id="p1", code="basic", name="Basic")
+    send(empty, type="plan.create", command_id="p1", code="basic", name="Basic")
     code, answer = run("stats", "--json", "--database-url", empty)
     assert (code, answer["error"]) == (1, "no_data")
 
@@ -276,13 +279,15 @@ def test_stats_renders_tables(demo_url: str) -> None:
 
 def customer_story(url: str) -> UUID:
     """A customer's life through ``subledger send``, on the wall clock."""
-    send(url, type="register_plan", command_id="p1", code="basic", name="Basic")
-    send(url, type="add_price", command_id="p2", plan_code="basic", currency="EUR", amount=1000)
-    send(url, type="register_plan", command_id="p3", code="pro", name="Pro")
-    send(url, type="add_price", command_id="p4", plan_code="pro", currency="EUR", amount=2000)
+    send(url, type="plan.create", command_id="p1", code="basic", name="Basic")
+    send(
+        url, type="plan.add_price", command_id="p2", plan_code="basic", currency="EUR", amount=1000
+    )
+    send(url, type="plan.create", command_id="p3", code="pro", name="Pro")
+    send(url, type="plan.add_price", command_id="p4", plan_code="pro", currency="EUR", amount=2000)
     customer = send(
         url,
-        type="register_customer",
+        type="customer.register",
         command_id="c1",
         email="ann@example.com",
         name="Ann",
@@ -290,7 +295,7 @@ def customer_story(url: str) -> UUID:
     )["customer_id"]
     send(
         url,
-        type="add_payment_method",
+        type="customer.add_payment_method",
         command_id="c2",
         customer_id=customer,
         payment_method_id="pm_1",
@@ -300,12 +305,14 @@ def customer_story(url: str) -> UUID:
         exp_year=2099,
     )
     sub = send(
-        url, type="start_subscription", command_id="s1", customer_id=customer, plan_code="basic"
+        url, type="subscription.start", command_id="s1", customer_id=customer, plan_code="basic"
     )["subscription_id"]
-    send(url, type="change_plan", command_id="s2", subscription_id=sub, plan_code="pro")
-    send(url, type="pause_subscription", command_id="s3", subscription_id=sub)
-    send(url, type="resume_subscription", command_id="s4", subscription_id=sub)
-    send(url, type="cancel_subscription", command_id="s5", subscription_id=sub)
+    send(
+        url, type="subscription.change_plan", command_id="s2", subscription_id=sub, plan_code="pro"
+    )
+    send(url, type="subscription.pause", command_id="s3", subscription_id=sub)
+    send(url, type="subscription.resume", command_id="s4", subscription_id=sub)
+    send(url, type="subscription.cancel", command_id="s5", subscription_id=sub)
     return UUID(customer)
 
 

@@ -7,6 +7,7 @@ all fifty renew at 09:00.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,13 +17,16 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+import redis
 from typer.testing import CliRunner
 
 from commands.billing_clock import BillingClock
 from commands.bootstrap import bootstrap, projector
 from commands.cli import app
+from commands.streams import Streams
 from gateways.sandbox import SandboxGateway
 from ledger.invoices import InvoiceStatus, payment_key, period_invoice_id
+from tests.conftest import REDIS_URL
 from tests.integration.conftest import Shop
 
 SUBSCRIBERS = 50
@@ -81,12 +85,15 @@ def test_two_clocks_and_two_processors_at_once_renew_and_charge_each_period_once
 
 
 def test_serve_once_renews_and_collects_what_is_due_by_the_system_clock(
-    shop: Shop, database_url: str, tmp_path: Path
+    shop: Shop, database_url: str, tmp_path: Path, streams: Streams
 ) -> None:
     """The simulated shop lives in 2025: by the system clock, every period since is due."""
     ann = shop.customer()
     sub_id = shop.subscribe(ann, "basic", trial_days=0)
-    env = {"SUBLEDGER_SANDBOX_PATH": str(tmp_path / "sandbox.db")}
+    env = {
+        "SUBLEDGER_SANDBOX_PATH": str(tmp_path / "sandbox.db"),
+        "SUBLEDGER_BUS_PREFIX": streams.prefix,
+    }
     result = CliRunner().invoke(app, ["serve", "--once", "--database-url", database_url], env=env)
     assert result.exit_code == 0, result.output
     sub = shop.ledger.subscription(sub_id)
@@ -96,3 +103,7 @@ def test_serve_once_renews_and_collects_what_is_due_by_the_system_clock(
     assert first.status is latest.status is InvoiceStatus.PAID
     with SandboxGateway(str(tmp_path / "sandbox.db")) as sandbox:
         assert len(sandbox.charges()) == sub.period.index + 1  # one per period, none twice
+    # The tick's outbox published every stored event as an integration event.
+    with redis.Redis.from_url(REDIS_URL) as client:
+        published = [json.loads(f[b"data"])["type"] for _, f in client.xrange(streams.events)]
+    assert published.count("invoice.paid") == sub.period.index + 1

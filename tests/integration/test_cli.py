@@ -58,15 +58,21 @@ def test_the_demo_refuses_a_database_that_is_not_empty(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_send_and_catalog_honour_the_database_url_from_the_environment(postgres_url: str) -> None:
     env = {"SUBLEDGER_DATABASE_URL": postgres_url}
-    plan = '{"type": "register_plan", "command_id": "p1", "code": "pro", "name": "Pro"}'
-    assert run("send", plan, env=env)[0] == 0
-    price = (
-        '{"type": "add_price", "command_id": "p2", "plan_code": "pro", '
-        '"currency": "JPY", "amount": 1500, "interval": "year"}'
+    plan = '{"code": "pro", "name": "Pro"}'
+    assert run("send", "plan.create", "--json", plan, "--direct", env=env)[0] == 0
+    price = '{"command_id": "p2", "plan_code": "pro", "currency": "JPY", "amount": 1500, '
+    price += '"interval": "year"}'
+    assert run("send", "plan.add_price", "--json", price, "--direct", env=env) == (
+        0,
+        {
+            "command_id": "p2",
+            "status": "accepted",
+            "result": {"price_id": "pro-year-jpy-v1", "version": 1},
+            "error": None,
+        },
     )
-    assert run("send", price, env=env) == (0, {"price_id": "pro-year-jpy-v1", "version": 1})
-    unpriced = '{"type": "register_plan", "command_id": "p3", "code": "free", "name": "Free"}'
-    assert run("send", unpriced, env=env)[0] == 0
+    unpriced = '{"code": "free", "name": "Free"}'
+    assert run("send", "plan.create", "--json", unpriced, "--direct", env=env)[0] == 0
     code, plans = run("catalog", "--json", env=env)
     assert code == 0
     assert plans == [
@@ -99,17 +105,17 @@ def test_send_and_catalog_honour_the_database_url_from_the_environment(postgres_
 
 
 def test_send_explains_refusals_and_invalid_commands(sqlite_url: str) -> None:
-    customer = (
-        '{"type": "register_customer", "command_id": "c1", "email": "x@example.com", '
-        '"name": "X", "currency": "EUR"}'
+    def send(kind: str, fields: str) -> tuple[int, Any]:
+        return run("send", kind, "--json", fields, "--direct", "--database-url", sqlite_url)
+
+    code, answer = send(
+        "customer.register", '{"email": "x@example.com", "name": "X", "currency": "EUR"}'
     )
-    code, answer = run("send", customer, "--database-url", sqlite_url)
-    assert code == 0
+    assert (code, answer["status"]) == (0, "accepted")
     card = json.dumps(
         {
-            "type": "add_payment_method",
             "command_id": "m1",
-            "customer_id": answer["customer_id"],
+            "customer_id": answer["result"]["customer_id"],
             "payment_method_id": "pm_1",
             "token": "4242424242424242",
             "last4": "4242",
@@ -117,14 +123,18 @@ def test_send_explains_refusals_and_invalid_commands(sqlite_url: str) -> None:
             "exp_year": 2040,
         }
     )
-    code, answer = run("send", card, "--database-url", sqlite_url)
-    assert (code, answer["error"]) == (1, "card_number_not_allowed")
-    code, answer = run("send", '{"type": "nope"}', "--database-url", sqlite_url)
-    assert (code, answer["error"]) == (2, "invalid_command")
-    code, answer = run(
-        "send", card.replace('"exp_month": 1', '"exp_month": "1"'), "--database-url", sqlite_url
+    code, answer = send("customer.add_payment_method", card)
+    assert (code, answer["status"], answer["error"]["code"]) == (1, "rejected", "rule_violation")
+    assert answer["error"]["details"] == {"rule": "card_number_not_allowed"}
+    code, answer = send("nope", "{}")
+    assert (code, answer["error"]["code"]) == (1, "unknown_type")
+    code, answer = send(
+        "customer.add_payment_method", card.replace('"exp_month": 1', '"exp_month": "1"')
     )
-    assert answer["message"] == "add_payment_method.exp_month: Input should be a valid integer"
+    assert (code, answer["error"]["code"]) == (1, "validation_failed")
+    assert answer["error"]["message"] == "exp_month: Input should be a valid integer"
+    code, answer = run("send", "plan.create", "--json", "[1]", "--direct")
+    assert (code, answer["error"]) == (2, "invalid_json")
     for url in ("sqlite:////proc/no.db", "postgresql://postgres@127.0.0.1/test?sslmode=require"):
         code, answer = run("catalog", "--database-url", url)
         assert code == 2
@@ -154,8 +164,8 @@ def test_the_given_database_wins_over_stray_library_variables(
     monkeypatch.setenv("LEDGER_SQLITE_DBNAME", str(tmp_path / "stray.db"))
     monkeypatch.setenv("PERSISTENCE_MODULE", "eventsourcing.popo")
     url = f"sqlite:///{tmp_path / 'given.db'}"
-    plan = '{"type": "register_plan", "command_id": "p1", "code": "pro", "name": "Pro"}'
-    assert run("send", plan, "--database-url", url)[0] == 0
+    plan = '{"code": "pro", "name": "Pro"}'
+    assert run("send", "plan.create", "--json", plan, "--direct", "--database-url", url)[0] == 0
     assert (tmp_path / "given.db").exists()
     assert not (tmp_path / "stray.db").exists()
     assert run("catalog", "--json", "--database-url", url)[1][0]["plan"] == "pro"

@@ -106,7 +106,7 @@ def test_the_cli_quotes_a_signup_and_refuses_bad_input(shop: Shop, database_url:
     assert code == 0
     assert figures(answer["invoices"][0]) == (1000, 0, 0, 1000, 1000)
     code, answer = run("quote", "--plan", "basic", "--database-url", database_url)
-    assert (code, answer["error"]) == (2, "missing_currency")
+    assert (code, answer["error"]) == (2, "invalid_quote")
     code, answer = run(
         "quote", "--plan", "gold", "--currency", "EUR", "--database-url", database_url
     )
