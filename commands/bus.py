@@ -57,7 +57,9 @@ for i = 2, #ARGV, 4 do
     answered = answered + 1
     local reply_to = tonumber(ARGV[i + 1])
     if reply_to > 0 then
-      redis.call('XADD', KEYS[reply_to], '*', 'data', ARGV[i + 2])
+      -- pcall: a reply_to naming a key that is no stream gets no reply, and spoils
+      -- nothing for the other entries.
+      redis.pcall('XADD', KEYS[reply_to], '*', 'data', ARGV[i + 2])
     end
     if ARGV[i + 3] ~= '' then
       redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[#ARGV], '*', 'data', ARGV[i + 3])

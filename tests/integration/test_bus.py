@@ -192,6 +192,26 @@ def test_garbage_is_rejected_with_a_code_and_never_stops_the_worker(
     assert reply_to not in (streams.commands,)
 
 
+def test_a_reply_to_that_is_no_stream_gets_no_reply_and_spoils_nothing(
+    ledger: Ledger, clock: SimulatedClock, redis_url: str, streams: Streams, service: Service
+) -> None:
+    not_a_stream = f"{streams.prefix}-a-string"
+    service.client.set(not_a_stream, "x")
+    with service.client.pipeline() as pipe:
+        for command in (
+            PLAN | {"reply_to": not_a_stream},
+            customer(1) | {"reply_to": service.reply_to},
+        ):
+            pipe.xadd(streams.commands, {"data": json.dumps(command)})
+        pipe.execute()
+    with worker_thread(ledger, clock, redis_url, streams):
+        [reply] = service.wait_for_replies(1)
+        service.wait_until_none_pending()
+    assert (reply["command_id"], reply["status"]) == ("customer-1", "accepted")
+    assert ledger.has_plan("basic")
+    assert service.client.get(not_a_stream) == b"x"
+
+
 def test_the_same_command_twice_is_applied_once_and_answered_alike(
     ledger: Ledger, clock: SimulatedClock, redis_url: str, streams: Streams, service: Service
 ) -> None:
