@@ -352,7 +352,9 @@ class _Population:
                 command = self.command(
                     "subscription.cancel", subscription_id=target, when="now", refund_unused=True
                 )
-                extra = {"refund": money_view(sub.cancel_now(at, refund_unused=True))}
+                refund = sub.unused_value(at)
+                sub.cancel_now(at, refund)
+                extra = {"refund": money_view(refund)}
             elif action == "cancel_at_period_end":
                 command = self.command(
                     "subscription.cancel", subscription_id=target, when="period_end"

@@ -162,12 +162,13 @@ def cancel_subscription(cmd: s.CancelSubscription, ledger: Ledger, now: datetime
     refunded: tuple[Invoice, ...] = ()
     if cmd.when == "now":
         invoice = _period_invoice(ledger, sub) if cmd.refund_unused else None
-        unused = sub.cancel_now(at, cmd.refund_unused)
-        if invoice is not None and unused:
+        if invoice is not None:
             # With the tax the period's invoice added, never more than is left to refund.
-            amount = min(unused.scaled(invoice.gross_ratio), invoice.refundable)
-            invoice.request_refund(amount, "unused time of a subscription canceled now", at)
-            refunded, refund = (invoice,), amount
+            refund = min(sub.unused_value(at).scaled(invoice.gross_ratio), invoice.refundable)
+        sub.cancel_now(at, refund)
+        if invoice is not None and refund:
+            invoice.request_refund(refund, "unused time of a subscription canceled now", at)
+            refunded = (invoice,)
     elif cmd.when == "period_end":
         sub.cancel_at_period_end(at)
     else:

@@ -31,6 +31,7 @@ from ledger.errors import (
     CannotChangeNowWhilePaused,
     CurrencyMismatch,
     DiscountInForce,
+    InvalidMoney,
     InvalidTrial,
     NoScheduledCancel,
     ResumeDateNotInFuture,
@@ -454,12 +455,7 @@ class Subscription(Aggregate):
         # was billed, charge a whole new one (as Stripe does when the interval changes).
         index = self.period.index + 1
         current = Period(index, at, boundary(at, new.interval, 1))
-        credit = (
-            unused_part(self._charged(self.price), self.period, at)
-            if self.period_billed
-            else self._zero
-        )
-        return Proration(credit, new.amount), current, at, index
+        return Proration(self.unused_value(at), new.amount), current, at, index
 
     def _charged(self, price: Price) -> Money:
         """What ``price`` costs for the current period, after the discount covering it."""
@@ -509,17 +505,27 @@ class Subscription(Aggregate):
                 self.DunningExhausted, timestamp=at, invoice_id=invoice_id, canceled=cancel
             )
 
-    def cancel_now(self, at: datetime, refund_unused: bool) -> Money:
-        """Cancels at once; with ``refund_unused``, the unused part of the period at its
-        current price, after discount, is returned (the refund itself goes through the
-        gateway that took the payment). A plan change made now already settled the time
+    def unused_value(self, at: datetime) -> Money:
+        """What the rest of the period is worth at its current price, after discount (zero
+        when the period was not billed). A plan change made now already settled the time
         before it, so the current price is what the rest of the period is worth."""
+        if not self.period_billed:
+            return self._zero
+        return unused_part(self._charged(self.price), self.period, at)
+
+    def cancel_now(self, at: datetime, refund: Money | None = None) -> None:
+        """Cancels at once, recording the ``refund`` the caller requests for the rest of
+        the period (through the gateway that took the payment): what is returned, not
+        what the time was worth."""
         self._ensure_not_ended("cancel")
-        refund = self._zero
-        if refund_unused and self.period_billed:
-            refund = unused_part(self._charged(self.price), self.period, at)
+        refund = refund or self._zero
+        if refund.currency != self.price.currency:
+            raise CurrencyMismatch(
+                f"a refund in {refund.currency} of a {self.price.currency} subscription"
+            )
+        if refund.amount < 0:
+            raise InvalidMoney(f"a negative refund: {refund}")
         self.trigger_event(self.Canceled, timestamp=at, refund=refund, scheduled=False)
-        return refund
 
     def cancel_at_period_end(self, at: datetime) -> datetime:
         self._ensure_not_ended("cancel")

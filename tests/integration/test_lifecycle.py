@@ -135,6 +135,27 @@ def test_cancel_now_refunds_no_more_than_was_paid(shop: Shop) -> None:
     shop.clock.advance(timedelta(days=21))
     result = shop.send(s.CancelSubscription, subscription_id=sub_id, when="now", refund_unused=True)
     assert result["refund"] == {"amount": 0, "currency": "EUR"}
+    # The event records what is returned, not what the time was worth.
+    assert canceled_refund(shop, sub_id) == 0
+
+
+def test_the_cancel_records_the_refund_the_invoice_allows(shop: Shop) -> None:
+    """After an upgrade, the rest of the period is worth more than the period's invoice
+    can give back: the cancel records the refund requested, as its answer says."""
+    sub_id = shop.subscribe(shop.customer())
+    shop.pay()
+    shop.clock.advance(timedelta(days=7))
+    shop.send(s.ChangePlan, subscription_id=sub_id, plan_code="pro")
+    shop.pay()
+    result = shop.send(s.CancelSubscription, subscription_id=sub_id, when="now", refund_unused=True)
+    assert result["refund"] == {"amount": 1000, "currency": "EUR"}  # all of the 10 EUR paid
+    assert canceled_refund(shop, sub_id) == 1000
+    assert shop.ledger.subscription(sub_id).unused_value(shop.clock.now()).amount > 1000
+
+
+def canceled_refund(shop: Shop, sub_id: UUID) -> int:
+    [canceled] = [e for e in shop.ledger.events.get(sub_id) if isinstance(e, Subscription.Canceled)]
+    return canceled.refund.amount
 
 
 def test_cancel_at_period_end_can_be_revoked_before_it_happens(shop: Shop) -> None:

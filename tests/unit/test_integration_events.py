@@ -297,7 +297,7 @@ def test_a_trial_ending_is_sent_only_while_the_subscription_still_trials_to_that
     assert event["data"]["has_payment_method"] is False
     assert event["data"]["price"]["amount"] == {"amount": 2000, "currency": "EUR"}
     assert signal.event(both, AT + timedelta(days=14)) is None  # too late: the trial ended
-    sub.cancel_now(due, refund_unused=False)
+    sub.cancel_now(due)
     assert signal.event(both, due) is None
 
 

@@ -18,6 +18,7 @@ from ledger.errors import (
     CancelDateNotInFuture,
     CurrencyMismatch,
     DiscountInForce,
+    InvalidMoney,
     InvalidTrial,
     NoScheduledCancel,
     ResumeDateNotInFuture,
@@ -320,26 +321,33 @@ def test_a_plan_change_needs_another_price_in_the_same_currency() -> None:
 # Cancellations
 
 
-def test_cancel_now_refunds_the_unused_part_on_request() -> None:
+def test_cancel_now_records_the_refund_requested_for_the_unused_part() -> None:
     sub = subscribe(BASIC, at=APRIL_1)
-    assert sub.cancel_now(MID_APRIL, refund_unused=True) == eur(500)
+    assert sub.unused_value(MID_APRIL) == eur(500)
+    sub.cancel_now(MID_APRIL, eur(450))  # what is returned: the invoice may cap it
     assert sub.status is SubscriptionStatus.CANCELED
     assert sub.ended_at == MID_APRIL
     assert sub.mrr == eur(0)
     assert sub.due_at is None
     [canceled] = recorded(sub, Subscription.Canceled)
-    assert (canceled.refund, canceled.scheduled) == (eur(500), False)
+    assert (canceled.refund, canceled.scheduled) == (eur(450), False)
 
 
-def test_cancel_now_without_refund_returns_nothing() -> None:
+def test_cancel_now_without_refund_records_none_and_refuses_an_odd_one() -> None:
     sub = subscribe(BASIC, at=APRIL_1)
-    assert sub.cancel_now(MID_APRIL, refund_unused=False) == eur(0)
+    with pytest.raises(CurrencyMismatch):
+        sub.cancel_now(MID_APRIL, Money(500, "USD"))
+    with pytest.raises(InvalidMoney):
+        sub.cancel_now(MID_APRIL, eur(-1))
+    sub.cancel_now(MID_APRIL)
     assert sub.status is SubscriptionStatus.CANCELED
+    [canceled] = recorded(sub, Subscription.Canceled)
+    assert canceled.refund == eur(0)
 
 
-def test_a_trial_canceled_now_refunds_nothing() -> None:
+def test_an_unbilled_trial_is_worth_nothing_unused() -> None:
     sub = subscribe(BASIC_WITH_TRIAL)
-    assert sub.cancel_now(JAN_31 + timedelta(days=1), refund_unused=True) == eur(0)
+    assert sub.unused_value(JAN_31 + timedelta(days=1)) == eur(0)
 
 
 def test_cancel_at_period_end_ends_exactly_then_without_renewing() -> None:
@@ -565,7 +573,7 @@ def test_one_discount_at_a_time_and_none_on_an_ended_subscription() -> None:
         sub.apply_discount(half_off(1, 1), MID_APRIL)
     sub.advance(utc(2025, 6, 1), can_pay=always)  # it ended with period 1
     sub.apply_discount(half_off(3, 3), utc(2025, 6, 2))
-    sub.cancel_now(utc(2025, 6, 3), refund_unused=False)
+    sub.cancel_now(utc(2025, 6, 3))
     with pytest.raises(SubscriptionAlreadyCanceled, match="discount"):
         sub.apply_discount(half_off(4, 4), utc(2025, 6, 4))
 
@@ -669,10 +677,10 @@ def test_dunning_that_ends_for_an_invoice_not_in_dunning_changes_nothing() -> No
 
 def test_a_canceled_subscription_refuses_every_change() -> None:
     sub = subscribe(BASIC, at=APRIL_1)
-    sub.cancel_now(MID_APRIL, refund_unused=False)
+    sub.cancel_now(MID_APRIL)
     later = MID_APRIL + timedelta(days=1)
     with pytest.raises(SubscriptionAlreadyCanceled, match="cannot cancel a canceled"):
-        sub.cancel_now(later, refund_unused=True)
+        sub.cancel_now(later)
     with pytest.raises(SubscriptionAlreadyCanceled, match="cannot cancel a canceled"):
         sub.cancel_at_period_end(later)
     with pytest.raises(SubscriptionAlreadyCanceled, match="change plan"):
