@@ -4,26 +4,29 @@ answered for good.
 
 An entry is acknowledged, its reply added to its ``reply_to`` stream (and a rejection to
 the rejections stream) in one Lua script that does so only if the acknowledgement took:
-a command is answered exactly once even when two workers hold it (one claimed it from the
-other after its idle timeout). A command left without an answer (its worker died, or an
-error kept it from one) stays pending; another worker claims it after the idle timeout,
-and, past the allowed number of deliveries, it goes to the dead-letter stream with the
-last reason it failed. Redelivery is harmless: answers are idempotent by command id.
+a command is answered exactly once even when two workers hold it. While a batch is in
+hand its entries are claimed again every third of the idle timeout (without counting a
+delivery), so that no other worker, nor this one's own claims, takes them meanwhile. A
+command left without an answer (its worker died, or an error kept it from one) stays
+pending; another worker claims it after the idle timeout, and, past the allowed number
+of deliveries, it goes to the dead-letter stream with the last reason it failed.
+Redelivery is harmless: answers are idempotent by command id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, cast
 
-import psycopg
-from eventsourcing.persistence import InterfaceError, OperationalError
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from commands.dispatch import Answer, handle_batch
+from commands.dispatch import UNREACHABLE, Answer, handle_batch
 from commands.streams import GROUP, Streams
 from commands.wire import (
     Incoming,
@@ -31,6 +34,7 @@ from commands.wire import (
     Reply,
     ReplyError,
     accepted,
+    payload,
     read_entry,
     refusal,
     rejected,
@@ -46,13 +50,16 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 REJECTIONS_KEPT = 100_000
 # How much of a rejected entry's payload its rejection record quotes.
 QUOTED_BYTES = 1024
+# A consumer of the group with nothing pending, silent this long, is a worker gone for
+# good (one per process by default): it is removed from the group.
+CONSUMER_FORGOTTEN_MS = 24 * 3600 * 1000
 
 # KEYS: commands stream, rejections stream, failures hash, then the reply streams.
-# ARGV: group, then per entry: id, index of its reply stream in KEYS (0: none), the reply,
-# the rejection record ('' when accepted).
+# ARGV: group, how many rejections to keep, then per entry: id, index of its reply
+# stream in KEYS (0: none), the reply, the rejection record ('' when accepted).
 FINISH = """
 local answered = 0
-for i = 2, #ARGV, 4 do
+for i = 3, #ARGV, 4 do
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
     answered = answered + 1
     local reply_to = tonumber(ARGV[i + 1])
@@ -62,7 +69,7 @@ for i = 2, #ARGV, 4 do
       redis.pcall('XADD', KEYS[reply_to], '*', 'data', ARGV[i + 2])
     end
     if ARGV[i + 3] ~= '' then
-      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[#ARGV], '*', 'data', ARGV[i + 3])
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[i + 3])
     end
     redis.call('HDEL', KEYS[3], ARGV[i])
   end
@@ -70,34 +77,28 @@ end
 return answered
 """
 # KEYS: commands stream, dead-letter stream, failures hash. ARGV: group, id, deliveries,
-# the reason when none was recorded, then the entry's own fields and values.
+# the reason when none was recorded, the command's JSON, the entry's fields as JSON.
 BURY = """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
   return 0
 end
 local reason = redis.call('HGET', KEYS[3], ARGV[2]) or ARGV[4]
-local entry = {}
-for i = 5, #ARGV do
-  entry[#entry + 1] = ARGV[i]
-end
 redis.call('XADD', KEYS[2], '*', 'entry_id', ARGV[2], 'deliveries', ARGV[3],
-  'reason', reason, unpack(entry))
+  'reason', reason, 'data', ARGV[5], 'fields', ARGV[6])
 redis.call('HDEL', KEYS[3], ARGV[2])
 return 1
 """
-# The store cannot be reached: not the commands' fault, so their batch waits for it.
-UNREACHABLE = (OperationalError, InterfaceError, psycopg.OperationalError)
 
 
-def _rejection_record(message: Incoming, error: ReplyError) -> str:
-    raw = message.fields.get(b"data") or message.fields.get(b"__data__") or b""
-    return RejectionRecord(
-        entry_id=message.entry_id,
-        command_id=message.command_id,
-        reply_to=message.reply_to,
-        error=error,
-        received=raw[:QUOTED_BYTES].decode("utf-8", errors="replace"),
-    ).model_dump_json()
+@dataclass(frozen=True)
+class BusConfig:
+    """Where a worker reads, under which name, and its limits (see Settings)."""
+
+    streams: Streams
+    consumer: str
+    batch: int = 200
+    claim_idle_ms: int = 30_000
+    max_deliveries: int = 5
 
 
 def reply_for(message: Incoming, answer: Answer | None) -> Reply | Exception:
@@ -113,40 +114,66 @@ def reply_for(message: Incoming, answer: Answer | None) -> Reply | Exception:
     return accepted(message.command_id, answer)
 
 
+class GroupLost(Exception):
+    """The commands stream or its group vanished (deleted, or Redis lost its data)."""
+
+
 class BusWorker:
-    def __init__(
-        self,
-        ledger: Ledger,
-        clock: Clock,
-        client: Redis,
-        streams: Streams,
-        max_deliveries: int,
-    ) -> None:
+    def __init__(self, ledger: Ledger, clock: Clock, client: Redis, config: BusConfig) -> None:
         self.ledger = ledger
         self.clock = clock
         self.client = client
-        self.streams = streams
-        self.max_deliveries = max_deliveries
+        self.config = config
+        self.streams = config.streams
         self.stopping = False
+        # Entries being answered: never claimed from ourselves, never buried.
+        self._in_hand: set[bytes] = set()
         self._finish = client.register_script(FINISH)
         self._bury = client.register_script(BURY)
 
     async def ensure_group(self) -> None:
         """The consumer group, from the stream's start: commands added before any worker
-        ever ran are read too (FastStream would start the group at the stream's end)."""
+        ever ran are read too (FastStream would start the group at the stream's end).
+        Consumers long gone, with nothing pending, are forgotten."""
         try:
             await self.client.xgroup_create(self.streams.commands, GROUP, id="0", mkstream=True)
         except ResponseError as error:
             if "BUSYGROUP" not in str(error):
                 raise
+        for consumer in await self.client.xinfo_consumers(self.streams.commands, GROUP):
+            if not consumer["pending"] and consumer["idle"] > CONSUMER_FORGOTTEN_MS:
+                await self.client.xgroup_delconsumer(self.streams.commands, GROUP, consumer["name"])
 
-    async def recover(self, consumer: str, idle_ms: int, count: int) -> None:
-        """Claims and answers, before anything new, what workers left pending for longer
-        than ``idle_ms``: a worker restarted after a crash keeps its commands' order."""
+    async def group_exists(self) -> bool:
+        try:
+            groups = await self.client.xinfo_groups(self.streams.commands)
+        except ResponseError:  # no such stream
+            return False
+        return any(g["name"] in (GROUP, GROUP.encode()) for g in groups)
+
+    async def recover(self) -> None:
+        """Answers, before anything new, what this consumer held when it stopped (a
+        restarted worker with a stable name keeps its commands' order), then what other
+        workers left pending for longer than the idle timeout."""
+        config = self.config
+        own = cast(
+            list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]],
+            await self.client.xreadgroup(GROUP, config.consumer, {self.streams.commands: "0"}),
+        )
+        for _, entries in own or []:
+            # A deleted entry comes back without fields: it is answered as garbage.
+            held = [(entry_id, fields or {}) for entry_id, fields in entries]
+            for page in _pages(held, config.batch):
+                await self.reclaim(page)
         start: bytes | str = "0-0"
         while True:
             start, entries, *_ = await self.client.xautoclaim(
-                self.streams.commands, GROUP, consumer, idle_ms, start_id=start, count=count
+                self.streams.commands,
+                GROUP,
+                config.consumer,
+                config.claim_idle_ms,
+                start_id=start,
+                count=config.batch,
             )
             if entries:
                 await self.reclaim(entries)
@@ -162,29 +189,58 @@ class BusWorker:
         buried once they have been delivered too often."""
         live = []
         for entry_id, fields in entries:
+            if entry_id in self._in_hand:
+                continue  # our own batch, waiting for the store: not abandoned
             deliveries = await self._deliveries(entry_id)
-            if deliveries > self.max_deliveries:
+            if deliveries > self.config.max_deliveries:
                 await self._bury_entry(entry_id, fields, deliveries)
             else:
                 live.append(read_entry(entry_id, fields, self.streams))
         await self._answer(live)
 
     async def _answer(self, incoming: list[Incoming]) -> None:
+        if not incoming:
+            return
         commands = [m.command for m in incoming if m.command is not None]
-        answers = iter(await self._handle(commands) if commands else [])
-        answered: list[tuple[Incoming, Reply]] = []
-        failed: dict[str, str] = {}
-        for message in incoming:
-            reply = reply_for(message, next(answers) if message.command is not None else None)
-            if isinstance(reply, Exception):
-                failed[message.entry_id] = f"{type(reply).__name__}: {reply}"
-                log.error("no answer yet to entry %s: %r", message.entry_id, reply)
-            else:
-                answered.append((message, reply))
-        if failed:
-            await self.client.hset(self.streams.failures, mapping=failed)  # type: ignore[arg-type]
-        if answered:
-            await self._finish_all(answered)
+        async with self._holding([m.entry_id.encode() for m in incoming]):
+            answers = iter(await self._handle(commands) if commands else [])
+            answered: list[tuple[Incoming, Reply]] = []
+            failed: dict[str, str] = {}
+            for message in incoming:
+                answer = next(answers) if message.command is not None else None
+                reply = reply_for(message, answer)
+                if isinstance(reply, Exception):
+                    failed[message.entry_id] = f"{type(reply).__name__}: {reply}"
+                    log.error("no answer yet to entry %s: %r", message.entry_id, reply)
+                else:
+                    answered.append((message, reply))
+            if failed:
+                await self.client.hset(self.streams.failures, mapping=failed)  # type: ignore[arg-type]
+            if answered:
+                await self._finish_all(answered)
+
+    @asynccontextmanager
+    async def _holding(self, ids: list[bytes]) -> AsyncIterator[None]:
+        """Keeps ``ids`` ours while they are answered: claimed again (JUSTID: no delivery
+        counted) every third of the idle timeout, so none looks abandoned."""
+        self._in_hand.update(ids)
+        claimed = cast(list[bytes | str | int | memoryview], ids)
+
+        async def hold() -> None:
+            while True:
+                await asyncio.sleep(self.config.claim_idle_ms / 3000)
+                await self.client.xclaim(
+                    self.streams.commands, GROUP, self.config.consumer, 0, claimed, justid=True
+                )
+
+        holder = asyncio.create_task(hold())
+        try:
+            yield
+        finally:
+            holder.cancel()
+            with suppress(asyncio.CancelledError):
+                await holder
+            self._in_hand.difference_update(ids)
 
     async def _handle(self, commands: list[Any]) -> list[Answer]:
         """The batch's answers, waiting for the store to come back if it is unreachable."""
@@ -205,7 +261,7 @@ class BusWorker:
     async def _finish_all(self, answered: list[tuple[Incoming, Reply]]) -> None:
         streams = self.streams
         keys = [streams.commands, streams.rejections, streams.failures]
-        arguments: list[str | int] = [GROUP]
+        arguments: list[str | int] = [GROUP, REJECTIONS_KEPT]
         for message, reply in answered:
             reply_index = 0
             if message.reply_to is not None:
@@ -214,7 +270,6 @@ class BusWorker:
                 reply_index = keys.index(message.reply_to) + 1  # Lua counts from 1
             record = "" if reply.error is None else _rejection_record(message, reply.error)
             arguments += [message.entry_id, reply_index, reply.model_dump_json(), record]
-        arguments.append(REJECTIONS_KEPT)
         await self._finish(keys=keys, args=arguments)
 
     async def _deliveries(self, entry_id: bytes) -> int:
@@ -226,10 +281,30 @@ class BusWorker:
     async def _bury_entry(self, entry_id: bytes, fields: dict[bytes, bytes], times: int) -> None:
         streams = self.streams
         reason = f"no answer after {times - 1} deliveries (the worker stopped or timed out)"
-        flat = [part for pair in fields.items() for part in pair]
         keys = [streams.commands, streams.dead, streams.failures]
-        if await self._bury(keys=keys, args=[GROUP, entry_id, times - 1, reason, *flat]):
+        command = (payload(fields) or b"").decode("utf-8", errors="replace")
+        original = json.dumps(
+            {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
+        )
+        if await self._bury(
+            keys=keys, args=[GROUP, entry_id, times - 1, reason, command, original]
+        ):
             log.error("entry %s went to %s after %d deliveries", entry_id, streams.dead, times - 1)
+
+
+def _pages(entries: list[Entry], size: int) -> list[list[Entry]]:
+    return [entries[i : i + size] for i in range(0, len(entries), size)]
+
+
+def _rejection_record(message: Incoming, error: ReplyError) -> str:
+    raw = message.fields.get(b"data") or message.fields.get(b"__data__") or b""
+    return RejectionRecord(
+        entry_id=message.entry_id,
+        command_id=message.command_id,
+        reply_to=message.reply_to,
+        error=error,
+        received=raw[:QUOTED_BYTES].decode("utf-8", errors="replace"),
+    ).model_dump_json()
 
 
 def answer_directly(raw: bytes, ledger: Ledger, clock: Clock, streams: Streams) -> Reply:

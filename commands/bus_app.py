@@ -17,7 +17,7 @@ from faststream.redis.message import FAKE_CONSUMER, BatchStreamMessage, RedisBat
 from faststream.specification import AsyncAPI
 from pydantic import SkipValidation
 
-from commands.bus import BusWorker, Entry
+from commands.bus import BusConfig, BusWorker, Entry
 from commands.integration_events import IntegrationEvent
 from commands.schemas import AnyCommand
 from commands.streams import GROUP, Streams
@@ -51,24 +51,18 @@ async def _entries(message: RedisBatchStreamMessage, _: Any) -> list[Entry]:
     return list(zip(raw["message_ids"], raw["data"], strict=True))
 
 
-def broker_for(
-    worker: BusWorker | None,
-    url: str,
-    streams: Streams,
-    consumer: str,
-    batch: int,
-    claim_idle_ms: int,
-) -> RedisBroker:
+def broker_for(config: BusConfig, url: str, worker: BusWorker | None) -> RedisBroker:
     """The broker with the worker's subscribers (``worker`` None: for the document only)."""
     broker = RedisBroker(url, graceful_timeout=GRACEFUL_SECONDS)
+    streams = config.streams
 
     @broker.subscriber(
         stream=StreamSub(
             streams.commands,
             group=GROUP,
-            consumer=consumer,
+            consumer=config.consumer,
             batch=True,
-            max_records=batch,
+            max_records=config.batch,
             polling_interval=1000,
         ),
         parser=_raw_entries,
@@ -85,10 +79,10 @@ def broker_for(
         stream=StreamSub(
             streams.commands,
             group=GROUP,
-            consumer=consumer,
+            consumer=config.consumer,
             batch=True,
-            min_idle_time=claim_idle_ms,
-            polling_interval=max(100, claim_idle_ms // 4),
+            min_idle_time=config.claim_idle_ms,
+            polling_interval=max(100, config.claim_idle_ms // 4),
         ),
         parser=_raw_entries,
         decoder=_entries,
@@ -130,7 +124,8 @@ def broker_for(
 
 def asyncapi_document(streams: Streams | None = None) -> dict[str, Any]:
     """The AsyncAPI document of the bus, as docs/asyncapi.json holds it."""
-    broker = broker_for(None, "redis://localhost:6379", streams or Streams(), "<worker>", 200, 1)
+    config = BusConfig(streams or Streams(), consumer="<worker>")
+    broker = broker_for(config, "redis://localhost:6379", None)
     spec = AsyncAPI(broker, title=TITLE, description=DESCRIPTION, version="1.0.0")
     document: dict[str, Any] = json.loads(spec.to_specification().to_json())
     return document

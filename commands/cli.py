@@ -26,7 +26,7 @@ from rich.table import Table
 from commands import reports
 from commands.accounts import subscription_view
 from commands.bootstrap import bootstrap, projector
-from commands.bus import answer_directly
+from commands.bus import GroupLost, answer_directly
 from commands.bus_app import asyncapi_document
 from commands.client import request
 from commands.demo import DemoReport, project, run_demo
@@ -241,6 +241,8 @@ def send(
         raise _fail("invalid_json", f"--json is not JSON: {error}", 2) from None
     if not isinstance(payload, dict):
         raise _fail("invalid_json", "--json is a JSON object of the command's fields", 2)
+    if payload.get("type", command_type) != command_type:
+        raise _fail("invalid_json", f"--json names type {payload['type']!r}, not {command_type}", 2)
     payload = {"type": command_type, "command_id": uuid4().hex} | payload
     settings = Settings()
     if direct:
@@ -427,15 +429,25 @@ def serve(
         if once:
             report(Ticker(projections, clock, settings).tick())
             return
-        run_node(projections, clock, settings, on_tick=report)
+        with _group_kept():
+            run_node(projections, clock, settings, on_tick=report)
 
 
 @app.command()
 def worker(database_url: DatabaseUrl = None) -> None:
     """Run only a bus worker until SIGTERM; several can run side by side (each process is
     a consumer of the group under its own name)."""
-    with _projector(database_url) as projections:
+    with _projector(database_url) as projections, _group_kept():
         run_node(projections, SystemClock(), Settings(), ticks=False)
+
+
+@contextmanager
+def _group_kept() -> Iterator[None]:
+    """A worker that lost its consumer group fails (exit 1), for its supervisor to see."""
+    try:
+        yield
+    except GroupLost as error:
+        raise _fail("group_lost", f"{error}: restart the worker to create it again") from None
 
 
 @app.command()

@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from eventsourcing.persistence import IntegrityError
+import psycopg
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
 from commands.handlers import HANDLERS
 from commands.quotes import preview_quote
@@ -33,6 +34,8 @@ MAX_ATTEMPTS = 8
 QUERIES: dict[type[Command], Callable[[Any, Ledger, datetime], dict[str, Any]]] = {
     PreviewQuote: preview_quote,
 }
+# The store cannot be reached: no command's fault, so no command's answer.
+UNREACHABLE = (OperationalError, InterfaceError, psycopg.OperationalError)
 # What a command of a batch got: its result, a refusal (DomainError), or the error that
 # kept it from an answer (to be retried later).
 Answer = dict[str, Any] | Exception
@@ -88,7 +91,7 @@ def handle_batch(commands: Sequence[Command], ledger: Ledger, clock: Clock) -> l
     with ledger.staged(stage):
         answers = [_staged_answer(command, ledger, clock, stage, records) for command in commands]
     try:
-        ledger.save(*stage.changed())
+        ledger.save(*stage.to_save())
     except IntegrityError:
         # A concurrent writer (another worker, the billing clock) got there first.
         return [_answer(command, ledger, clock) for command in commands]
@@ -127,7 +130,9 @@ def _staged_answer(
             stage.keep()
             records[command.command_id] = rejected
         return refusal
-    except Exception as error:  # a bug or a broken store: this command stays unanswered
+    except UNREACHABLE:
+        raise  # the whole batch waits for the store
+    except Exception as error:  # a bug: this command stays unanswered
         stage.drop()
         return error
     finally:
@@ -137,6 +142,8 @@ def _staged_answer(
 def _answer(command: Command, ledger: Ledger, clock: Clock) -> Answer:
     try:
         return handle(command, ledger, clock)
+    except UNREACHABLE:
+        raise
     except Exception as error:  # as in a batch: a refusal, or no answer yet
         return error
 

@@ -68,10 +68,10 @@ def archive_plan(cmd: s.ArchivePlan, ledger: Ledger, now: datetime) -> Outcome:
 
 
 def register_customer(cmd: s.RegisterCustomer, ledger: Ledger, now: datetime) -> Outcome:
-    # A derived id cannot exist without this command's record; a given one may be taken.
-    if cmd.customer_id is not None and ledger.exists(cmd.customer_id):
-        raise CustomerAlreadyRegistered(f"customer {cmd.customer_id} is already registered")
+    # A given id may be taken; so may a derived one, by a customer given that id.
     customer_id = cmd.customer_id or derived_id("customer", cmd.command_id)
+    if ledger.exists(customer_id):
+        raise CustomerAlreadyRegistered(f"customer {customer_id} is already registered")
     customer = Customer.register(customer_id, cmd.email, cmd.name, cmd.currency, now)
     return Outcome({"customer_id": str(customer.id)}, (customer,))
 

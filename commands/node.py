@@ -13,6 +13,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
 from faststream import FastStream
@@ -20,7 +21,7 @@ from redis.asyncio import Redis
 
 from commands.billing_clock import BillingClock, TickReport
 from commands.bootstrap import gateways
-from commands.bus import BusWorker
+from commands.bus import BusConfig, BusWorker, GroupLost
 from commands.bus_app import broker_for
 from commands.outbox import OutboxPublisher
 from commands.payments import PaymentProcessor, ProcessorReport
@@ -30,25 +31,45 @@ from ledger.clock import Clock
 from projections.runner import Projector
 
 log = logging.getLogger("subledger.node")
+T = TypeVar("T")
 
 
-def consumer_name(settings: Settings) -> str:
-    """This worker's name in the consumer group: one per process."""
-    return settings.bus_consumer or f"{socket.gethostname()}-{os.getpid()}"
+def bus_config(settings: Settings) -> BusConfig:
+    """The bus as settings describe it; this worker's name in the consumer group is one
+    per process unless set."""
+    return BusConfig(
+        Streams(settings.bus_prefix),
+        settings.bus_consumer or f"{socket.gethostname()}-{os.getpid()}",
+        settings.bus_batch,
+        settings.bus_claim_idle_ms,
+        settings.bus_max_deliveries,
+    )
 
 
 @dataclass(frozen=True)
 class TickSummary:
-    due: TickReport
-    payments: ProcessorReport
-    published: int
+    """What each part of a tick did (None: it failed, see the log)."""
+
+    due: TickReport | None
+    payments: ProcessorReport | None
+    published: int | None
 
     def line(self) -> str:
-        due, paid = self.due, self.payments
-        return (
-            f"due: {due.subscriptions} subscriptions, {due.retries} retries, {due.gave_up} "
-            f"given up; payments: {paid.charged} charged, {paid.declined} declined, "
-            f"{paid.refunded} refunded; {self.published} integration events published"
+        due, paid, published = self.due, self.payments, self.published
+        return "; ".join(
+            [
+                "billing clock failed"
+                if due is None
+                else f"due: {due.subscriptions} subscriptions, {due.retries} retries, "
+                f"{due.gave_up} given up",
+                "payments failed"
+                if paid is None
+                else f"payments: {paid.charged} charged, {paid.declined} declined, "
+                f"{paid.refunded} refunded",
+                "outbox failed"
+                if published is None
+                else f"{published} integration events published",
+            ]
         )
 
 
@@ -63,7 +84,20 @@ class Ticker:
         self.outbox = OutboxPublisher(ledger, client, clock, Streams(settings.bus_prefix))
 
     def tick(self) -> TickSummary:
-        return TickSummary(self.billing_clock.tick(), self.processor.run(), self.outbox.run())
+        """One tick; a part that fails is logged and the others still run."""
+        return TickSummary(
+            _attempt("billing clock", self.billing_clock.tick),
+            _attempt("payment processor", self.processor.run),
+            _attempt("outbox", self.outbox.run),
+        )
+
+
+def _attempt(part: str, work: Callable[[], T]) -> T | None:
+    try:
+        return work()
+    except Exception:
+        log.exception("the %s failed this tick", part)
+        return None
 
 
 def run_node(
@@ -85,12 +119,10 @@ async def _run(
     ticks: bool,
     on_tick: Callable[[TickSummary], None],
 ) -> None:
-    streams = Streams(settings.bus_prefix)
     client = Redis.from_url(settings.redis_url)
-    worker = BusWorker(projector.ledger, clock, client, streams, settings.bus_max_deliveries)
-    consumer = consumer_name(settings)
-    batch, idle_ms = settings.bus_batch, settings.bus_claim_idle_ms
-    broker = broker_for(worker, settings.redis_url, streams, consumer, batch, idle_ms)
+    config = bus_config(settings)
+    worker = BusWorker(projector.ledger, clock, client, config)
+    broker = broker_for(config, settings.redis_url, worker)
     app = FastStream(broker)
     stopped = asyncio.Event()
     ticking: list[asyncio.Task[None]] = []
@@ -98,10 +130,7 @@ async def _run(
     async def tick_until_stopped() -> None:
         ticker = Ticker(projector, clock, settings)
         while not stopped.is_set():
-            try:
-                on_tick(await asyncio.to_thread(ticker.tick))
-            except Exception:  # the next tick tries again; the node keeps serving
-                log.exception("a tick failed")
+            on_tick(await asyncio.to_thread(ticker.tick))
             try:
                 await asyncio.wait_for(stopped.wait(), settings.serve_interval)
             except TimeoutError:
@@ -120,7 +149,11 @@ async def _run(
 
     try:
         await worker.ensure_group()
-        await worker.recover(consumer, idle_ms, batch)
+        await worker.recover()
         await app.run()
+        # FastStream stops by itself (and exits 0) when the group is gone: fail instead,
+        # so that a supervisor restarts the worker, which creates the group again.
+        if not await worker.group_exists():
+            raise GroupLost(f"the stream {config.streams.commands} or its group was lost")
     finally:
         await client.aclose()

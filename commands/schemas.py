@@ -34,8 +34,27 @@ def _type_is_required(schema: dict[str, Any]) -> None:
     schema["required"] = ["type", *schema.get("required", [])]
 
 
+def _nul_free(value: Any) -> None:
+    """PostgreSQL text cannot hold a NUL character: refused at the edge, not stored to
+    break the projections later."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("text may not contain a NUL character (\\u0000)")
+    if isinstance(value, dict):
+        for item in value.values():
+            _nul_free(item)
+    elif isinstance(value, list):
+        for item in value:
+            _nul_free(item)
+
+
 class Command(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_type_is_required)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: Any) -> Any:
+        _nul_free(data)
+        return data
 
     command_id: CommandId
     reply_to: StreamName | None = Field(

@@ -16,7 +16,7 @@ from faststream.redis.parser.binary import BinaryMessageFormatV1
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from commands.schemas import COMMAND_TYPES, Command, StreamName, command_adapter
+from commands.schemas import COMMAND_TYPES, Command, CommandId, StreamName, command_adapter
 from commands.streams import Streams
 from ledger.errors import (
     CommandIdReused,
@@ -32,6 +32,7 @@ from ledger.errors import (
 # Far above any real command; a bigger entry is refused unread.
 MAX_BYTES = 64 * 1024
 stream_name: TypeAdapter[str] = TypeAdapter(StreamName)
+command_id_type: TypeAdapter[str] = TypeAdapter(CommandId)
 # Refusals that say "already so, or busy" rather than "against the rules".
 CONFLICTS = (
     CommandIdReused,
@@ -69,13 +70,15 @@ class RejectionRecord(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    """An entry of the dead-letter stream: the command's own fields as they were sent
-    (``data``: re-send it as is), with why and after how many deliveries it was given up."""
+    """An entry of the dead-letter stream (one field each): the command's JSON (``data``:
+    re-send it as is), why and after how many deliveries it was given up, and the
+    original entry's fields as a JSON object."""
 
     entry_id: str
     deliveries: int
     reason: str
     data: str
+    fields: str
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ class Incoming:
 def read_entry(entry_id: bytes, fields: dict[bytes, bytes], streams: Streams) -> Incoming:
     """The command an entry carries; never raises, whatever the entry holds."""
     ident = entry_id.decode()
-    raw = _payload(fields)
+    raw = payload(fields)
     if raw is None:
         return Incoming(ident, rejection=_invalid("an entry carries its command as JSON in 'data'"))
     if len(raw) > MAX_BYTES:
@@ -109,7 +112,8 @@ def read_entry(entry_id: bytes, fields: dict[bytes, bytes], streams: Streams) ->
     return Incoming(ident, command, None, command.command_id, command.reply_to, fields)
 
 
-def _payload(fields: dict[bytes, bytes]) -> bytes | None:
+def payload(fields: dict[bytes, bytes]) -> bytes | None:
+    """The command's JSON an entry carries, plain or in FastStream's envelope."""
     if (raw := fields.get(b"data")) is not None:
         return raw
     if (envelope := fields.get(b"__data__")) is not None:
@@ -129,17 +133,20 @@ def _refused(
     if not isinstance(message, dict):
         return Incoming(ident, rejection=_invalid("a command is a JSON object"), fields=fields)
     command_id = message.get("command_id")
-    command_id = command_id if isinstance(command_id, str) and command_id else None
+    if not _valid(command_id, command_id_type):
+        command_id = None
     reply_to = message.get("reply_to")
-    if not _is_stream_name(reply_to) or streams.ours(reply_to):
+    if not (_valid(reply_to, stream_name) and not streams.ours(reply_to)):
         reply_to = None
     return Incoming(ident, None, _why(error, message), command_id, reply_to, fields)
 
 
-def _is_stream_name(value: Any) -> TypeGuard[str]:
+def _valid(value: Any, kind: TypeAdapter[str]) -> TypeGuard[str]:
+    """Whether ``value`` is a ``kind`` that can be written back (a lone surrogate from a
+    string cut in two cannot)."""
     try:
-        stream_name.validate_python(value)
-    except ValidationError:
+        kind.validate_python(value).encode()
+    except (ValidationError, UnicodeEncodeError):
         return False
     return True
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from copy import deepcopy
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, CanMutateAggregate
 
 
 class Stage:
@@ -20,6 +20,10 @@ class Stage:
         self._kept: dict[UUID, Aggregate] = {}
         # What the command in hand loaded or changed.
         self._scope: dict[UUID, Aggregate] = {}
+        # The kept commands' events, in the order they made them; and how many of each
+        # aggregate's pending events are among them.
+        self._events: list[CanMutateAggregate[UUID]] = []
+        self._counted: dict[UUID, int] = {}
 
     def get(self, aggregate_id: UUID, load: Callable[[UUID], Aggregate]) -> Aggregate:
         """The aggregate as the batch left it so far (``load`` reads the store)."""
@@ -37,6 +41,10 @@ class Stage:
 
     def keep(self) -> None:
         """The command in hand succeeded: later ones see its changes."""
+        for aggregate in self._scope.values():
+            counted = self._counted.get(aggregate.id, 0)
+            self._events.extend(aggregate.pending_events[counted:])
+            self._counted[aggregate.id] = len(aggregate.pending_events)
         self._kept.update(self._scope)
         self._scope = {}
 
@@ -44,6 +52,12 @@ class Stage:
         """The command in hand failed (or only looked): forget what it touched."""
         self._scope = {}
 
-    def changed(self) -> list[Aggregate]:
-        """What the batch's successful commands changed, to be saved in one go."""
-        return [a for a in self._kept.values() if a.pending_events]
+    def to_save(self) -> list[Aggregate | CanMutateAggregate[UUID]]:
+        """What the batch's successful commands did, for one save: their events in the
+        order they made them (a customer's events stay in order in the sequence), then the
+        aggregates they changed (for their snapshots; their pending events are taken, the
+        events above are saved instead)."""
+        changed = [a for a in self._kept.values() if a.pending_events]
+        for aggregate in changed:
+            aggregate.collect_events()
+        return [*self._events, *changed]

@@ -18,7 +18,7 @@ from typing import Any, cast
 import redis
 from redis.asyncio import Redis
 
-from commands.bus import BusWorker
+from commands.bus import BusConfig, BusWorker
 from commands.bus_app import broker_for
 from commands.streams import GROUP, Streams
 from ledger.application import Ledger
@@ -82,9 +82,11 @@ def worker_thread(
 
     async def serve() -> None:
         client = Redis.from_url(redis_url)
-        worker = BusWorker(ledger, clock, client, streams, max_deliveries)
-        broker = broker_for(worker, redis_url, streams, consumer, batch, claim_idle_ms)
+        config = BusConfig(streams, consumer, batch, claim_idle_ms, max_deliveries)
+        worker = BusWorker(ledger, clock, client, config)
+        broker = broker_for(config, redis_url, worker)
         await worker.ensure_group()
+        await worker.recover()
         async with broker:
             await broker.start()
             started.set()
