@@ -4,6 +4,8 @@ Runs the named benchmark (or every one) ``--repeat`` times and prints, per bench
 median of our figure, the median of raw psycopg's figure measured in the same runs, and
 the median of the runs' ratios: one line ``<name>: <n>/s  raw: <n>/s  ratio: <r>``, or
 with ``--json`` one JSON object ``{"name", "value", "raw", "ratio", "unit"}`` per line.
+Some add figures after the ratio (``bus``: latencies) or a line per variant (``bus-2w``):
+see ``bench.report``.
 """
 
 from __future__ import annotations
@@ -76,9 +78,9 @@ def run(benchmark: Benchmark, options: Options, repeat: int) -> Result:
     samples = []
     for i in range(repeat):
         sample = benchmark.measure(options)
-        options.log(
-            f"#{i + 1} {Result.from_samples(benchmark.name, benchmark.unit, [sample]).line()}"
-        )
+        result = Result.from_samples(benchmark.name, benchmark.unit, [sample])
+        for line in result.line().splitlines():
+            options.log(f"#{i + 1} {line}")
         samples.append(sample)
     return Result.from_samples(benchmark.name, benchmark.unit, samples)
 

@@ -9,14 +9,19 @@ runs). Two formats:
 
     <name>: <n>/s  raw: <n>/s  ratio: <r>
     {"name": ..., "value": ..., "raw": ..., "ratio": ..., "unit": ...}
+
+A sample may carry further figures (latencies, say), each reported as its median after
+the ratio (``  <figure>: <x>``, or a key of its own in JSON), and variants: the same
+figures measured in the same repetition under other conditions (two workers, say), each
+reported on a line of its own named ``<name>-<variant>``.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 
 def ratio(ours: float, raw: float) -> float:
@@ -44,6 +49,8 @@ class Sample:
 
     ours: Rate
     raw: Rate
+    figures: Mapping[str, float] = field(default_factory=dict)
+    variants: Mapping[str, Sample] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -57,6 +64,8 @@ class Result:
     raw: float
     ratio: float
     unit: str
+    figures: Mapping[str, float] = field(default_factory=dict)
+    variants: tuple[Result, ...] = ()
 
     @classmethod
     def from_samples(cls, name: str, unit: str, samples: Sequence[Sample]) -> Result:
@@ -70,13 +79,25 @@ class Result:
             raise ValueError(f"benchmark {name!r} produced no samples")
         ours = statistics.median(s.ours.per_second for s in samples)
         raw = statistics.median(s.raw.per_second for s in samples)
-        return cls(name, ours, raw, statistics.median(s.ratio for s in samples), unit)
+        figures = {
+            key: statistics.median(s.figures[key] for s in samples) for key in samples[0].figures
+        }
+        variants = tuple(
+            cls.from_samples(f"{name}-{key}", unit, [s.variants[key] for s in samples])
+            for key in samples[0].variants
+        )
+        median_ratio = statistics.median(s.ratio for s in samples)
+        return cls(name, ours, raw, median_ratio, unit, figures, variants)
 
     def line(self) -> str:
-        return f"{self.name}: {self.value:.0f}/s  raw: {self.raw:.0f}/s  ratio: {self.ratio:.2f}"
+        """One line for this result, then one per variant."""
+        figures = "".join(f"  {key}: {value:.1f}" for key, value in self.figures.items())
+        own = f"{self.name}: {self.value:.0f}/s  raw: {self.raw:.0f}/s  ratio: {self.ratio:.2f}"
+        return "\n".join([own + figures, *(variant.line() for variant in self.variants)])
 
     def json(self) -> str:
-        return json.dumps(
+        """One JSON object for this result, then one line for each variant's."""
+        own = json.dumps(
             {
                 "name": self.name,
                 "value": round(self.value, 1),
@@ -84,4 +105,6 @@ class Result:
                 "ratio": round(self.ratio, 3),
                 "unit": self.unit,
             }
+            | {key: round(value, 3) for key, value in self.figures.items()}
         )
+        return "\n".join([own, *(variant.json() for variant in self.variants)])

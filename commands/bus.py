@@ -225,10 +225,15 @@ class BusWorker:
         counted) every third of the idle timeout, so none looks abandoned."""
         self._in_hand.update(ids)
         claimed = cast(list[bytes | str | int | memoryview], ids)
+        done = asyncio.Event()
 
         async def hold() -> None:
-            while True:
-                await asyncio.sleep(self.config.claim_idle_ms / 3000)
+            # Stopped by the event, not cancelled: a redis call cancelled half-way can
+            # swallow the cancellation, and awaiting the task would then never end.
+            while not done.is_set():
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), self.config.claim_idle_ms / 3000)
+                    return
                 await self.client.xclaim(
                     self.streams.commands, GROUP, self.config.consumer, 0, claimed, justid=True
                 )
@@ -237,9 +242,8 @@ class BusWorker:
         try:
             yield
         finally:
-            holder.cancel()
-            with suppress(asyncio.CancelledError):
-                await holder
+            done.set()
+            await holder
             self._in_hand.difference_update(ids)
 
     async def _handle(self, commands: list[Any]) -> list[Answer]:

@@ -9,6 +9,7 @@ rejections, dead letters and integration events are written as plain ``data`` en
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 from faststream import AckPolicy, FastStream
@@ -53,7 +54,8 @@ async def _entries(message: RedisBatchStreamMessage, _: Any) -> list[Entry]:
 
 def broker_for(config: BusConfig, url: str, worker: BusWorker | None) -> RedisBroker:
     """The broker with the worker's subscribers (``worker`` None: for the document only)."""
-    broker = RedisBroker(url, graceful_timeout=GRACEFUL_SECONDS)
+    # Each batch's "received / processed" at DEBUG: at INFO they flood the log (and cost).
+    broker = RedisBroker(url, graceful_timeout=GRACEFUL_SECONDS, log_level=logging.DEBUG)
     streams = config.streams
 
     @broker.subscriber(

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
-from commands.handlers import HANDLERS
+from commands.handlers import HANDLERS, prefetch
 from commands.quotes import preview_quote
 from commands.schemas import Command, PreviewQuote
 from ledger.application import Ledger
@@ -29,6 +29,7 @@ from ledger.clock import Clock
 from ledger.errors import CommandIdReused, DomainError, TooManyConflicts
 from ledger.idempotency import CommandRecord, command_record_id, fingerprint
 from ledger.staging import Stage
+from ledger.subscriptions import Subscription
 
 MAX_ATTEMPTS = 8
 QUERIES: dict[type[Command], Callable[[Any, Ledger, datetime], dict[str, Any]]] = {
@@ -82,20 +83,30 @@ def handle(command: Command, ledger: Ledger, clock: Clock) -> dict[str, Any]:
 
 def handle_batch(commands: Sequence[Command], ledger: Ledger, clock: Clock) -> list[Answer]:
     """Answers each of ``commands``, in order, saving all their events in one transaction."""
-    records = {
-        record.command_id: record
-        for record in ledger.load_many(command_record_id(c.command_id) for c in commands).values()
-        if isinstance(record, CommandRecord)
-    }
-    stage = Stage()
+    stage, records = _prefetched(commands, ledger)
     with ledger.staged(stage):
         answers = [_staged_answer(command, ledger, clock, stage, records) for command in commands]
     try:
-        ledger.save(*stage.to_save())
+        ledger.save_in_order(*stage.to_save())
     except IntegrityError:
         # A concurrent writer (another worker, the billing clock) got there first.
         return [_answer(command, ledger, clock) for command in commands]
     return answers
+
+
+def _prefetched(
+    commands: Sequence[Command], ledger: Ledger
+) -> tuple[Stage, dict[str, CommandRecord]]:
+    """A stage holding what the batch will read (its commands' records, what they name,
+    and the customers of the subscriptions they name), loaded in bulk."""
+    wanted = {command_record_id(c.command_id) for c in commands}
+    wanted.update(i for command in commands for i in prefetch(command))
+    loaded = ledger.load_many(wanted)
+    owners = {a.customer_id for a in loaded.values() if isinstance(a, Subscription)}
+    wanted |= owners
+    loaded |= ledger.load_many(owners - set(loaded))
+    records = {r.command_id: r for r in loaded.values() if isinstance(r, CommandRecord)}
+    return Stage(loaded, missing=wanted - set(loaded)), records
 
 
 def _staged_answer(

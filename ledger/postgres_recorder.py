@@ -90,11 +90,16 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
 
     def select_events_after(self, after: Mapping[UUID, int]) -> list[StoredEvent]:
         """The events of many aggregates, each after a version, in one query, ordered by
-        aggregate then version (what loading a batch of aggregates needs)."""
+        aggregate then version (what loading a batch of aggregates needs).
+
+        A lateral index look-up per aggregate: as a join, the planner scans the whole
+        table whenever its statistics are stale (a new schema, a burst of inserts)."""
         statement = SQL(
-            "SELECT e.originator_id, e.originator_version, e.topic, e.state FROM {0}.{1} e "
-            "JOIN unnest(%s::uuid[], %s::bigint[]) AS a(id, version) "
-            "ON e.originator_id = a.id AND e.originator_version > a.version "
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+            "FROM unnest(%s::uuid[], %s::bigint[]) AS a(id, version) "
+            "CROSS JOIN LATERAL (SELECT originator_id, originator_version, topic, state "
+            "FROM {0}.{1} WHERE originator_id = a.id AND originator_version > a.version "
+            "ORDER BY originator_version) e "
             "ORDER BY e.originator_id, e.originator_version"
         ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
         rows: list[StoredEvent] = self._select(statement, (list(after), list(after.values())))

@@ -2,22 +2,33 @@
 
 Each command of the batch sees what the earlier ones changed, and a command that fails
 leaves no trace: an aggregate an earlier command changed is handed out as a copy, which
-replaces the staged one only when the command succeeds.
+replaces the staged one only when the command succeeds. One that no command changed
+(no pending events: aggregates change only through events) is as stored, and is shared;
+should a failing command change it, it is forgotten, and read again if needed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from copy import deepcopy
 from uuid import UUID
 
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate, CanMutateAggregate
 
 
 class Stage:
-    def __init__(self) -> None:
-        # What the batch's successful commands loaded or changed, not saved yet.
+    def __init__(
+        self, loaded: dict[UUID, Aggregate] | None = None, missing: Iterable[UUID] = ()
+    ) -> None:
+        # Read in bulk for the batch, before its first command: each is handed out once,
+        # as if loaded then; ids known not to exist then need no query either.
+        self._loaded = dict(loaded or {})
+        self._missing = set(missing)
+        # What the batch's successful commands changed, not saved yet; and what its
+        # commands read without changing it.
         self._kept: dict[UUID, Aggregate] = {}
+        self._clean: dict[UUID, Aggregate] = {}
         # What the command in hand loaded or changed.
         self._scope: dict[UUID, Aggregate] = {}
         # The kept commands' events, in the order they made them; and how many of each
@@ -30,7 +41,14 @@ class Stage:
         aggregate = self._scope.get(aggregate_id)
         if aggregate is None:
             kept = self._kept.get(aggregate_id)
-            aggregate = load(aggregate_id) if kept is None else deepcopy(kept)
+            if kept is not None:
+                aggregate = deepcopy(kept)
+            elif aggregate_id in self._clean:
+                aggregate = self._clean[aggregate_id]
+            elif aggregate_id in self._missing:
+                raise AggregateNotFoundError(aggregate_id)
+            else:
+                aggregate = self._loaded.pop(aggregate_id, None) or load(aggregate_id)
             self._scope[aggregate_id] = aggregate
         return aggregate
 
@@ -41,23 +59,34 @@ class Stage:
 
     def keep(self) -> None:
         """The command in hand succeeded: later ones see its changes."""
-        for aggregate in self._scope.values():
-            counted = self._counted.get(aggregate.id, 0)
-            self._events.extend(aggregate.pending_events[counted:])
-            self._counted[aggregate.id] = len(aggregate.pending_events)
-        self._kept.update(self._scope)
+        for aggregate_id, aggregate in self._scope.items():
+            if aggregate.pending_events:
+                counted = self._counted.get(aggregate_id, 0)
+                self._events.extend(aggregate.pending_events[counted:])
+                self._counted[aggregate_id] = len(aggregate.pending_events)
+                self._kept[aggregate_id] = aggregate
+                self._clean.pop(aggregate_id, None)
+            else:
+                self._clean[aggregate_id] = aggregate
         self._scope = {}
 
     def drop(self) -> None:
-        """The command in hand failed (or only looked): forget what it touched."""
+        """The command in hand failed (or only looked): forget what it changed."""
+        for aggregate_id, aggregate in self._scope.items():
+            if aggregate_id in self._kept:
+                continue  # it had a copy
+            if aggregate.pending_events:
+                self._clean.pop(aggregate_id, None)
+            else:
+                self._clean[aggregate_id] = aggregate
         self._scope = {}
 
-    def to_save(self) -> list[Aggregate | CanMutateAggregate[UUID]]:
+    def to_save(self) -> tuple[list[CanMutateAggregate[UUID]], list[Aggregate]]:
         """What the batch's successful commands did, for one save: their events in the
-        order they made them (a customer's events stay in order in the sequence), then the
+        order they made them (a customer's events stay in order in the sequence), and the
         aggregates they changed (for their snapshots; their pending events are taken, the
-        events above are saved instead)."""
-        changed = [a for a in self._kept.values() if a.pending_events]
+        events are saved instead)."""
+        changed = list(self._kept.values())
         for aggregate in changed:
             aggregate.collect_events()
-        return [*self._events, *changed]
+        return self._events, changed

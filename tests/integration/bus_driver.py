@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, cast
 
 import redis
@@ -125,14 +126,17 @@ def environment(
     }
 
 
-def subledger_process(command: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """``subledger COMMAND`` as a process of its own."""
-    argv = [sys.executable, "-c", "from commands.cli import app; app()", command]
-    return subprocess.Popen(argv, env=os.environ | env, stderr=subprocess.PIPE)
+def subledger_process(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``subledger COMMAND`` as a process of its own, its stderr appended to ``log`` (a
+    pipe nobody reads would block it)."""
+    argv = [sys.executable, "-m", "commands", command]
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, env=os.environ | env, stderr=out)
 
 
 def worker_process(
-    database_url: str, redis_url: str, streams: Streams, **settings: str
+    database_url: str, redis_url: str, streams: Streams, log: Path, **settings: str
 ) -> subprocess.Popen[bytes]:
     """``subledger worker``, configured by the environment."""
-    return subledger_process("worker", environment(database_url, redis_url, streams, **settings))
+    env = environment(database_url, redis_url, streams, **settings)
+    return subledger_process("worker", env, log)

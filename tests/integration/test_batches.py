@@ -11,7 +11,7 @@ from commands.accounts import derived_id
 from commands.dispatch import handle, handle_batch
 from ledger.application import Ledger
 from ledger.clock import SimulatedClock
-from ledger.errors import CommandIdReused, CurrencyMismatch, NotFound
+from ledger.errors import CommandIdReused, CurrencyMismatch, DomainError, NotFound
 from ledger.invoices import period_invoice_id
 
 SUB = derived_id("subscription", "signup")
@@ -159,3 +159,35 @@ def test_a_concurrent_write_sends_the_batch_one_by_one(
     sub = ledger.subscription(SUB)
     assert sub.status.value == "paused"
     assert sub.cancel_at is not None
+
+
+def test_what_a_command_only_read_is_shared_until_one_changes_it(
+    ledger: Ledger, clock: SimulatedClock
+) -> None:
+    """A refused revoke reads the subscription and leaves it as stored (shared with the
+    next commands); a quote then changes it in memory: the pause after must not see that."""
+    handle_batch(
+        [
+            *catalog_and_customer(),
+            s.RegisterPlan(command_id="pro", code="pro", name="Pro"),
+            s.AddPrice(command_id="pro-eur", plan_code="pro", currency="EUR", amount=2000),
+        ],
+        ledger,
+        clock,
+    )
+    answers = handle_batch(
+        [
+            s.RevokeCancel(command_id="revoke", subscription_id=SUB),
+            s.PreviewQuote(command_id="quote", subscription_id=SUB, plan_code="pro"),
+            s.PauseSubscription(command_id="pause", subscription_id=SUB),
+        ],
+        ledger,
+        clock,
+    )
+    assert isinstance(answers[0], DomainError)
+    assert isinstance(answers[1], dict)
+    assert answers[1]["subscription"]["plan_code"] == "pro"
+    assert isinstance(answers[2], dict)
+    assert (answers[2]["plan_code"], answers[2]["status"]) == ("basic", "paused")
+    assert ledger.subscription(SUB).price.plan_code == "basic"
+    assert ledger.event_counts_by_type()["Subscription.PlanChanged"] == 0

@@ -121,12 +121,14 @@ def test_a_command_id_with_a_lone_surrogate_holds_up_no_other_command(
 
 
 def test_a_worker_starts_whatever_its_pending_entries_hold(
-    sqlite_url: str, redis_url: str, streams: Streams, service: Service
+    sqlite_url: str, redis_url: str, streams: Streams, service: Service, tmp_path: Path
 ) -> None:
     held_by_a_dead_worker(service, {b"data": POISON % service.reply_to.encode()})
     held_by_a_dead_worker(service, MANY_FIELDS | {b"data": json.dumps(customer(1)).encode()}, 5)
     service.send(PLAN)
-    node = worker_process(sqlite_url, redis_url, streams, bus_claim_idle_ms="50")
+    node = worker_process(
+        sqlite_url, redis_url, streams, tmp_path / "worker.log", bus_claim_idle_ms="50"
+    )
     try:
         deadline = time.monotonic() + 10
         while not answered(service, "plan") and node.poll() is None:
@@ -239,7 +241,7 @@ def test_finishing_a_batch_acknowledges_only_its_own_entries(
 
 
 def test_a_restarted_worker_answers_what_it_held_before_anything_new(
-    sqlite_url: str, redis_url: str, streams: Streams, service: Service
+    sqlite_url: str, redis_url: str, streams: Streams, service: Service, tmp_path: Path
 ) -> None:
     client = service.client
     client.xgroup_create(streams.commands, GROUP, id="0", mkstream=True)
@@ -247,7 +249,7 @@ def test_a_restarted_worker_answers_what_it_held_before_anything_new(
     client.xreadgroup(GROUP, "node-1", {streams.commands: ">"})  # read, then it crashed
     service.send(PRICE)  # needs the plan
     settings = {"bus_consumer": "node-1", "bus_claim_idle_ms": "30000"}
-    node = worker_process(sqlite_url, redis_url, streams, **settings)
+    node = worker_process(sqlite_url, redis_url, streams, tmp_path / "worker.log", **settings)
     try:
         replies = replies_within(service, 2, 10.0)
     finally:
@@ -260,9 +262,9 @@ def test_a_restarted_worker_answers_what_it_held_before_anything_new(
 
 
 def test_a_worker_that_loses_its_group_keeps_serving_or_fails_loudly(
-    sqlite_url: str, redis_url: str, streams: Streams, service: Service
+    sqlite_url: str, redis_url: str, streams: Streams, service: Service, tmp_path: Path
 ) -> None:
-    node = worker_process(sqlite_url, redis_url, streams)
+    node = worker_process(sqlite_url, redis_url, streams, tmp_path / "worker.log")
     try:
         service.send(PLAN)
         assert len(replies_within(service, 1, 10.0)) == 1

@@ -7,6 +7,7 @@ import json
 import signal
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,12 +58,12 @@ def assert_each_answered_and_applied_once(
 
 
 def test_a_worker_killed_mid_stream_leaves_its_commands_to_another(
-    postgres_url: str, redis_url: str, streams: Streams
+    postgres_url: str, redis_url: str, streams: Streams, tmp_path: Path
 ) -> None:
     service = Service(redis_url, streams)
     commands = stream_of_commands(service)
     settings = {"bus_batch": "50", "bus_claim_idle_ms": "1000"}
-    first = worker_process(postgres_url, redis_url, streams, **settings)
+    first = worker_process(postgres_url, redis_url, streams, tmp_path / "worker.log", **settings)
     try:
         wait_for(service, 500)
     finally:
@@ -71,7 +72,7 @@ def test_a_worker_killed_mid_stream_leaves_its_commands_to_another(
     answered = service.client.xlen(service.reply_to)
     assert answered < len(commands)
     time.sleep(1.0)  # the idle timeout: the next worker claims them before new ones
-    second = worker_process(postgres_url, redis_url, streams, **settings)
+    second = worker_process(postgres_url, redis_url, streams, tmp_path / "worker.log", **settings)
     try:
         assert_each_answered_and_applied_once(service, commands, postgres_url)
     finally:
@@ -80,18 +81,18 @@ def test_a_worker_killed_mid_stream_leaves_its_commands_to_another(
 
 
 def test_sigterm_finishes_the_batch_in_hand_then_exits(
-    postgres_url: str, redis_url: str, streams: Streams
+    postgres_url: str, redis_url: str, streams: Streams, tmp_path: Path
 ) -> None:
     service = Service(redis_url, streams)
     commands = stream_of_commands(service)
     settings = {"bus_batch": "50", "bus_claim_idle_ms": "60000"}
-    first = worker_process(postgres_url, redis_url, streams, **settings)
+    first = worker_process(postgres_url, redis_url, streams, tmp_path / "worker.log", **settings)
     wait_for(service, 500)
     first.send_signal(signal.SIGTERM)
     assert first.wait(30) == 0
     # Whatever it read, it answered and acknowledged: nothing waits for a claim.
     assert service.pending() == 0
-    second = worker_process(postgres_url, redis_url, streams, **settings)
+    second = worker_process(postgres_url, redis_url, streams, tmp_path / "worker.log", **settings)
     try:
         assert_each_answered_and_applied_once(service, commands, postgres_url)
     finally:

@@ -43,7 +43,8 @@ def test_a_node_answers_sends_publishes_and_stops_cleanly(
         serve_interval="0.2",
         sandbox_path=str(tmp_path / "sandbox.db"),
     )
-    node = subledger_process("serve", env)
+    log = tmp_path / "node.log"
+    node = subledger_process("serve", env, log)
     try:
         code, reply = send(env, "plan.create", {"code": "basic", "name": "Basic"})
         assert (code, reply["status"]) == (0, "accepted")
@@ -55,7 +56,6 @@ def test_a_node_answers_sends_publishes_and_stops_cleanly(
     finally:
         node.send_signal(signal.SIGTERM)
         assert node.wait(30) == 0
-    assert node.stderr is not None
-    assert b"integration events published" in node.stderr.read()
+    assert b"integration events published" in log.read_bytes()
     code, answer = send(env, "plan.create", {"code": "pro", "name": "Pro"}, timeout="0.3")
     assert (code, answer["error"]) == (3, "no_reply")
