@@ -106,7 +106,7 @@ def _prefetched(
     wanted |= owners
     loaded |= ledger.load_many(owners - set(loaded))
     records = {r.command_id: r for r in loaded.values() if isinstance(r, CommandRecord)}
-    return Stage(loaded, missing=wanted - set(loaded)), records
+    return Stage(ledger.repository.get, loaded, wanted - set(loaded)), records
 
 
 def _staged_answer(

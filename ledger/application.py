@@ -69,7 +69,7 @@ class Ledger(Application[UUID]):
     def _load(self, aggregate_id: UUID) -> Aggregate:
         staged = _staged.get()
         if staged is not None and staged[0] is self:
-            return staged[1].get(aggregate_id, self.repository.get)
+            return staged[1].get(aggregate_id)
         aggregate: Aggregate = self.repository.get(aggregate_id)
         return aggregate
 

@@ -4,8 +4,9 @@ eventsourcing's recorder serialises writers with ``LOCK TABLE ... IN EXCLUSIVE M
 (commit order equals notification order, so projections never skip an event) and
 NOTIFYs listeners. It sends each statement through a pipeline and inserts through an
 array of composite values. This one keeps the lock, the lock timeout and the NOTIFY,
-sends them as one simple query, then one multi-row INSERT ... RETURNING: per command,
-two round trips and a commit. Errors are translated by the datastore as before
+sends them as one simple query, then one INSERT ... SELECT FROM unnest(four arrays)
+RETURNING, a single prepared statement whatever the number of rows: per command (or
+batch of commands), two round trips and a commit. Errors are translated by the datastore as before
 (a duplicate key is ``IntegrityError``: the optimistic-concurrency signal).
 
 It also reads many aggregates' events (and snapshots) in one query, which the library's
@@ -29,11 +30,6 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Composed, Identifier
 
-# Statements for up to this many rows (a command's few events) are kept and prepared;
-# the rare bigger batches (the billing clock's) are not, so that neither this process nor
-# the server collects one prepared statement per batch size.
-MAX_PREPARED_ROWS = 32
-
 
 class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
     def __init__(
@@ -42,19 +38,12 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
         super().__init__(datastore, events_table_name=events_table_name)
         notify = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
         self._preamble = SQL("; ").join([*self.lock_table_statements, notify])
-        self._insert_prefix = SQL(
-            "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) VALUES "
+        # Rows come out of unnest in array order, and get their ids in that order.
+        self._insert = SQL(
+            "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[]) "
+            "RETURNING notification_id"
         ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
-        self._inserts: dict[int, Composed] = {}
-
-    def _insert_statement(self, rows: int) -> Composed:
-        statement = self._inserts.get(rows)
-        if statement is None:
-            values = SQL(", ").join([SQL("(%s, %s, %s, %s)")] * rows)
-            statement = self._insert_prefix + values + SQL(" RETURNING notification_id")
-            if rows <= MAX_PREPARED_ROWS:
-                self._inserts[rows] = statement
-        return statement
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
@@ -65,17 +54,19 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
             raise ProgrammingError("an application recorder does not record tracking")
         if not stored_events:
             return []
-        params: list[Any] = []
-        for event in stored_events:
-            params += (event.originator_id, event.originator_version, event.topic, event.state)
+        columns = (
+            [e.originator_id for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
+        )
         with (
             self.datastore.get_connection() as conn,
             conn.transaction(),
             conn.cursor() as curs,
         ):
             curs.execute(self._preamble)
-            rows = len(stored_events)
-            curs.execute(self._insert_statement(rows), params, prepare=rows <= MAX_PREPARED_ROWS)
+            curs.execute(self._insert, columns, prepare=True)
             return [row["notification_id"] for row in curs.fetchall()]
 
     def select_latest(self, table: str, ids: Sequence[UUID]) -> list[StoredEvent]:

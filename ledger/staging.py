@@ -1,92 +1,88 @@
 """A stage for a batch of commands handled in one transaction.
 
-Each command of the batch sees what the earlier ones changed, and a command that fails
-leaves no trace: an aggregate an earlier command changed is handed out as a copy, which
-replaces the staged one only when the command succeeds. One that no command changed
-(no pending events: aggregates change only through events) is as stored, and is shared;
-should a failing command change it, it is forgotten, and read again if needed.
+Each command of the batch sees what the earlier ones did, and a command that fails
+leaves no trace. Aggregates change only through events, so an aggregate whose pending
+events did not grow while a command had it is as that command found it: aggregates are
+handed from command to command as they are, and one that a failing command changed is
+rebuilt from what the store holds and the events the batch's kept commands made.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from copy import deepcopy
+from typing import cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.domain import Aggregate, CanMutateAggregate
+from eventsourcing.domain import Aggregate, CanMutateAggregate, CanMutateProtocol
+
+Event = CanMutateAggregate[UUID]
 
 
 class Stage:
     def __init__(
-        self, loaded: dict[UUID, Aggregate] | None = None, missing: Iterable[UUID] = ()
+        self,
+        load: Callable[[UUID], Aggregate],
+        loaded: dict[UUID, Aggregate] | None = None,
+        missing: Iterable[UUID] = (),
     ) -> None:
-        # Read in bulk for the batch, before its first command: each is handed out once,
-        # as if loaded then; ids known not to exist then need no query either.
-        self._loaded = dict(loaded or {})
+        self._load = load
+        # Every aggregate the batch has touched, as its kept commands left it; at first,
+        # what was read in bulk before the batch (ids then missing need no query).
+        self._current = dict(loaded or {})
         self._missing = set(missing)
-        # What the batch's successful commands changed, not saved yet; and what its
-        # commands read without changing it.
-        self._kept: dict[UUID, Aggregate] = {}
-        self._clean: dict[UUID, Aggregate] = {}
-        # What the command in hand loaded or changed.
-        self._scope: dict[UUID, Aggregate] = {}
-        # The kept commands' events, in the order they made them; and how many of each
-        # aggregate's pending events are among them.
-        self._events: list[CanMutateAggregate[UUID]] = []
-        self._counted: dict[UUID, int] = {}
+        # The command in hand's aggregates: how many pending events each had then.
+        self._scope: dict[UUID, int] = {}
+        # The kept commands' events, in the order they made them, and by aggregate.
+        self._events: list[Event] = []
+        self._made: dict[UUID, list[Event]] = {}
 
-    def get(self, aggregate_id: UUID, load: Callable[[UUID], Aggregate]) -> Aggregate:
-        """The aggregate as the batch left it so far (``load`` reads the store)."""
-        aggregate = self._scope.get(aggregate_id)
+    def get(self, aggregate_id: UUID) -> Aggregate:
+        """The aggregate as the batch left it so far."""
+        aggregate = self._current.get(aggregate_id)
         if aggregate is None:
-            kept = self._kept.get(aggregate_id)
-            if kept is not None:
-                aggregate = deepcopy(kept)
-            elif aggregate_id in self._clean:
-                aggregate = self._clean[aggregate_id]
-            elif aggregate_id in self._missing:
+            if aggregate_id in self._missing:
                 raise AggregateNotFoundError(aggregate_id)
-            else:
-                aggregate = self._loaded.pop(aggregate_id, None) or load(aggregate_id)
-            self._scope[aggregate_id] = aggregate
+            aggregate = self._current[aggregate_id] = self._load(aggregate_id)
+        self._scope.setdefault(aggregate_id, len(aggregate.pending_events))
         return aggregate
 
     def add(self, *aggregates: Aggregate) -> None:
         """Aggregates the command in hand created or changed."""
         for aggregate in aggregates:
-            self._scope[aggregate.id] = aggregate
+            if self._current.get(aggregate.id) is not aggregate:
+                self._current[aggregate.id] = aggregate  # created: all its events are new
+                self._scope[aggregate.id] = 0
+            self._scope.setdefault(aggregate.id, len(aggregate.pending_events))
 
     def keep(self) -> None:
-        """The command in hand succeeded: later ones see its changes."""
-        for aggregate_id, aggregate in self._scope.items():
-            if aggregate.pending_events:
-                counted = self._counted.get(aggregate_id, 0)
-                self._events.extend(aggregate.pending_events[counted:])
-                self._counted[aggregate_id] = len(aggregate.pending_events)
-                self._kept[aggregate_id] = aggregate
-                self._clean.pop(aggregate_id, None)
-            else:
-                self._clean[aggregate_id] = aggregate
+        """The command in hand succeeded: its events join the batch's."""
+        for aggregate_id, before in self._scope.items():
+            made = self._current[aggregate_id].pending_events[before:]
+            self._events.extend(made)
+            self._made.setdefault(aggregate_id, []).extend(made)
         self._scope = {}
 
     def drop(self) -> None:
-        """The command in hand failed (or only looked): forget what it changed."""
-        for aggregate_id, aggregate in self._scope.items():
-            if aggregate_id in self._kept:
-                continue  # it had a copy
-            if aggregate.pending_events:
-                self._clean.pop(aggregate_id, None)
-            else:
-                self._clean[aggregate_id] = aggregate
+        """The command in hand failed (or only looked): undo what it changed."""
+        for aggregate_id, before in self._scope.items():
+            if len(self._current[aggregate_id].pending_events) > before:
+                self._rebuild(aggregate_id)
         self._scope = {}
 
-    def to_save(self) -> tuple[list[CanMutateAggregate[UUID]], list[Aggregate]]:
-        """What the batch's successful commands did, for one save: their events in the
-        order they made them (a customer's events stay in order in the sequence), and the
-        aggregates they changed (for their snapshots; their pending events are taken, the
-        events are saved instead)."""
-        changed = list(self._kept.values())
-        for aggregate in changed:
-            aggregate.collect_events()
-        return self._events, changed
+    def _rebuild(self, aggregate_id: UUID) -> None:
+        made = self._made.get(aggregate_id)
+        if not made:  # as stored (read again when next needed), or never created
+            del self._current[aggregate_id]
+            return
+        aggregate = None if isinstance(made[0], Aggregate.Created) else self._load(aggregate_id)
+        for event in made:
+            aggregate = cast(CanMutateProtocol[Aggregate], event).mutate(aggregate)
+        assert aggregate is not None
+        self._current[aggregate_id] = aggregate
+
+    def to_save(self) -> tuple[list[Event], list[Aggregate]]:
+        """What the batch's kept commands did, for one save: their events in the order
+        they made them (a customer's events stay in order in the sequence), and the
+        aggregates they changed (for their snapshots)."""
+        return self._events, [self._current[i] for i in self._made if self._made[i]]
