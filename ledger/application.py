@@ -66,14 +66,20 @@ class Ledger(Application[UUID]):
         finally:
             _staged.reset(token)
 
-    def _load(self, aggregate_id: UUID) -> Aggregate:
+    def _stage(self) -> Stage | None:
         staged = _staged.get()
-        if staged is not None and staged[0] is self:
-            return staged[1].get(aggregate_id)
+        return staged[1] if staged is not None and staged[0] is self else None
+
+    def _load(self, aggregate_id: UUID) -> Aggregate:
+        if (stage := self._stage()) is not None:
+            return stage.get(aggregate_id)
         aggregate: Aggregate = self.repository.get(aggregate_id)
         return aggregate
 
     def exists(self, aggregate_id: UUID) -> bool:
+        if self._stage() is None:
+            # One look-up of its first event, not a load (snapshot, then events).
+            return bool(self.recorder.select_events(aggregate_id, limit=1))
         try:
             self._load(aggregate_id)
         except AggregateNotFoundError:
@@ -111,7 +117,7 @@ class Ledger(Application[UUID]):
         if (
             not isinstance(recorder, LeanPostgresApplicationRecorder)
             or self.snapshots is None
-            or _staged.get() is not None
+            or self._stage() is not None
         ):
             return self._load_each(wanted)
         snapshots_table = getattr(self.snapshots.recorder, "events_table_name", "")

@@ -4,9 +4,10 @@ eventsourcing's recorder serialises writers with ``LOCK TABLE ... IN EXCLUSIVE M
 (commit order equals notification order, so projections never skip an event) and
 NOTIFYs listeners. It sends each statement through a pipeline and inserts through an
 array of composite values. This one keeps the lock, the lock timeout and the NOTIFY,
-sends them as one simple query, then one INSERT ... SELECT FROM unnest(four arrays)
-RETURNING, a single prepared statement whatever the number of rows: per command (or
-batch of commands), two round trips and a commit. Errors are translated by the datastore as before
+sends them as one simple query, then one INSERT ... RETURNING: per command (or batch of
+commands), two round trips and a commit. A command's few rows go as prepared VALUES (the
+fastest for a handful); more, as one prepared statement over four arrays (unnest), which
+psycopg need not parse anew for each size. Errors are translated by the datastore as before
 (a duplicate key is ``IntegrityError``: the optimistic-concurrency signal).
 
 It also reads many aggregates' events (and snapshots) in one query, which the library's
@@ -30,6 +31,9 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Composed, Identifier
 
+# Up to this many rows, a prepared VALUES statement per row count; beyond, unnest.
+MAX_VALUES_ROWS = 32
+
 
 class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
     def __init__(
@@ -38,12 +42,37 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
         super().__init__(datastore, events_table_name=events_table_name)
         notify = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
         self._preamble = SQL("; ").join([*self.lock_table_statements, notify])
-        # Rows come out of unnest in array order, and get their ids in that order.
-        self._insert = SQL(
+        self._insert_prefix = SQL(
             "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) "
+        ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        # Rows come out of unnest in array order, and get their ids in that order.
+        self._insert_arrays = self._insert_prefix + SQL(
             "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[]) "
             "RETURNING notification_id"
-        ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        )
+        self._insert_values: dict[int, Composed] = {}
+
+    def _insert(self, stored_events: Sequence[StoredEvent]) -> tuple[Composed, list[Any]]:
+        """The statement inserting ``stored_events``, and its parameters."""
+        rows = len(stored_events)
+        if rows > MAX_VALUES_ROWS:
+            columns: list[Any] = [
+                [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+            ]
+            return self._insert_arrays, columns
+        statement = self._insert_values.get(rows)
+        if statement is None:
+            values = SQL(", ").join([SQL("(%s, %s, %s, %s)")] * rows)
+            statement = self._insert_prefix + SQL("VALUES ") + values
+            statement += SQL(" RETURNING notification_id")
+            self._insert_values[rows] = statement
+        params: list[Any] = []
+        for e in stored_events:
+            params += (e.originator_id, e.originator_version, e.topic, e.state)
+        return statement, params
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
@@ -54,19 +83,14 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
             raise ProgrammingError("an application recorder does not record tracking")
         if not stored_events:
             return []
-        columns = (
-            [e.originator_id for e in stored_events],
-            [e.originator_version for e in stored_events],
-            [e.topic for e in stored_events],
-            [e.state for e in stored_events],
-        )
+        statement, params = self._insert(stored_events)
         with (
             self.datastore.get_connection() as conn,
             conn.transaction(),
             conn.cursor() as curs,
         ):
             curs.execute(self._preamble)
-            curs.execute(self._insert, columns, prepare=True)
+            curs.execute(statement, params, prepare=True)
             return [row["notification_id"] for row in curs.fetchall()]
 
     def select_latest(self, table: str, ids: Sequence[UUID]) -> list[StoredEvent]:

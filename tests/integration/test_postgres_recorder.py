@@ -13,7 +13,7 @@ from eventsourcing.persistence import IntegrityError
 from commands.bootstrap import bootstrap
 from commands.settings import persistence_env
 from ledger.customers import Customer
-from ledger.postgres_recorder import LeanPostgresApplicationRecorder
+from ledger.postgres_recorder import MAX_VALUES_ROWS, LeanPostgresApplicationRecorder
 from tests.conftest import POSTGRES_URL
 
 pytestmark = pytest.mark.postgres
@@ -38,6 +38,23 @@ def test_saves_are_numbered_in_order_and_all_or_nothing(postgres_url: str) -> No
             ledger.save(cid, stale)
         assert cid.id not in ledger.repository  # nothing of the failed save was kept
         assert ledger.customer(ann.id).email == "ann@example.org"
+
+
+@pytest.mark.parametrize("count", [1, MAX_VALUES_ROWS, MAX_VALUES_ROWS + 1, 300])
+def test_any_number_of_events_goes_in_in_order(postgres_url: str, count: int) -> None:
+    """A few rows as VALUES, more over arrays: both keep the order they were given."""
+    with bootstrap(postgres_url) as ledger:
+        customers = [
+            Customer.register(uuid4(), f"c{n}@example.com", f"C{n}", "EUR", AT)
+            for n in range(count)
+        ]
+        recordings = ledger.save(*customers)
+        assert [r.notification.originator_id for r in recordings] == [c.id for c in customers]
+        ids = [r.notification.id for r in recordings]
+        assert ids == list(range(ids[0], ids[0] + count))
+        stored = ledger.recorder.select_notifications(ids[0], count)
+        assert [n.originator_id for n in stored] == [c.id for c in customers]
+        assert ledger.customer(customers[-1].id).email == f"c{count - 1}@example.com"
 
 
 def test_a_listener_is_woken_and_a_subscription_follows_the_sequence(postgres_url: str) -> None:
