@@ -12,7 +12,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from faststream import AckPolicy, FastStream
+from faststream import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.message import FAKE_CONSUMER, BatchStreamMessage, RedisBatchStreamMessage
 from faststream.specification import AsyncAPI
@@ -131,7 +131,3 @@ def asyncapi_document(streams: Streams | None = None) -> dict[str, Any]:
     spec = AsyncAPI(broker, title=TITLE, description=DESCRIPTION, version="1.0.0")
     document: dict[str, Any] = json.loads(spec.to_specification().to_json())
     return document
-
-
-def app_for(broker: RedisBroker) -> FastStream:
-    return FastStream(broker)
