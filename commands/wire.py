@@ -142,11 +142,11 @@ def _refused(
 
 
 def _valid(value: Any, kind: TypeAdapter[str]) -> TypeGuard[str]:
-    """Whether ``value`` is a ``kind`` that can be written back (a lone surrogate from a
-    string cut in two cannot)."""
+    """Whether ``value`` is a ``kind``, and so can be written back: pydantic refuses a
+    lone surrogate (a string cut inside an emoji), which no reply could hold."""
     try:
-        kind.validate_python(value).encode()
-    except (ValidationError, UnicodeEncodeError):
+        kind.validate_python(value)
+    except ValidationError:
         return False
     return True
 

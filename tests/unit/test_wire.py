@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 from faststream.redis.parser.binary import BinaryMessageFormatV1
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from commands.schemas import RegisterPlan
+from commands.schemas import COMMAND_TYPES, RegisterPlan
 from commands.streams import Streams
-from commands.wire import MAX_BYTES, Incoming, read_entry
+from commands.wire import MAX_BYTES, Incoming, read_entry, rejected
 
 STREAMS = Streams()
 PLAN = {"type": "plan.create", "command_id": "p1", "code": "pro", "name": "Pro"}
@@ -113,3 +115,50 @@ def test_a_valid_command_replying_to_a_bus_stream_is_refused_without_reply() -> 
     assert message.rejection.code == "validation_failed"
     assert message.reply_to is None
     assert message.command_id == "p1"
+
+
+CODES = {"invalid_json", "too_large", "unknown_type", "validation_failed"}
+# Lone surrogates too: what JSON.stringify gives for a string cut inside an emoji.
+texts = st.lists(st.characters() | st.characters(categories=["Cs"]), max_size=12).map("".join)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | texts,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4),
+    max_leaves=12,
+)
+# Entries a careless or hostile client might add: random bytes, random JSON, and JSON
+# that looks like a command with fields of every wrong kind.
+near_commands = st.fixed_dictionaries(
+    {"type": st.sampled_from(sorted(COMMAND_TYPES)) | texts},
+    optional={
+        "command_id": texts | json_values,
+        "reply_to": texts | json_values,
+        "customer_id": json_values,
+        "amount": json_values,
+        "when": json_values,
+        "code": json_values,
+    },
+)
+payloads = st.one_of(
+    st.binary(max_size=200),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    near_commands.map(lambda v: json.dumps(v).encode()),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    payload=payloads,
+    other=st.dictionaries(st.binary(max_size=8), st.binary(max_size=8), max_size=3),
+)
+def test_no_entry_makes_reading_raise_and_every_answer_can_be_written(
+    payload: bytes, other: dict[bytes, bytes]
+) -> None:
+    message = read({**other, b"data": payload})
+    assert (message.command is None) != (message.rejection is None)
+    if message.rejection is not None:
+        assert message.rejection.code in CODES
+        reply = rejected(message.command_id, message.rejection)
+        json.loads(reply.model_dump_json())  # a reply always serialises
+    if message.reply_to is not None:
+        assert not STREAMS.ours(message.reply_to)
+        message.reply_to.encode()
