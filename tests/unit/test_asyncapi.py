@@ -1,4 +1,5 @@
-"""docs/asyncapi.json is the document the FastStream app generates, kept in step."""
+"""docs/asyncapi.json is the document the FastStream app generates, and
+docs/command-schemas.json what ``subledger schema`` prints: both kept in step."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 from commands.bus_app import asyncapi_document
 from commands.schemas import COMMAND_TYPES
 
-DOCUMENT = Path(__file__).parents[2] / "docs" / "asyncapi.json"
+DOCS = Path(__file__).parents[2] / "docs"
+DOCUMENT = DOCS / "asyncapi.json"
 
 
 def test_the_published_document_is_the_generated_one() -> None:
@@ -34,3 +36,11 @@ def test_it_describes_every_command_and_the_replies() -> None:
         "subledger:dead",
         "subledger:events",
     }
+
+
+def test_the_published_command_schemas_are_the_models_own() -> None:
+    published = json.loads((DOCS / "command-schemas.json").read_text())
+    assert published == {
+        kind: model.model_json_schema() for kind, model in COMMAND_TYPES.items()
+    }, "regenerate it: subledger schema > docs/command-schemas.json"
+    assert all(schema["required"][0] == "type" for schema in published.values())
