@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from faststream import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
@@ -52,6 +52,24 @@ async def _entries(message: RedisBatchStreamMessage, _: Any) -> list[Entry]:
     return list(zip(raw["message_ids"], raw["data"], strict=True))
 
 
+def _commands(
+    config: BusConfig,
+    polling_interval: int,
+    max_records: int | None = None,
+    min_idle_time: int | None = None,
+) -> StreamSub[Literal[True]]:
+    """The commands stream as this worker reads it: in the group, a batch at a time."""
+    return StreamSub(
+        config.streams.commands,
+        group=GROUP,
+        consumer=config.consumer,
+        batch=True,
+        polling_interval=polling_interval,
+        max_records=max_records,
+        min_idle_time=min_idle_time,
+    )
+
+
 def broker_for(config: BusConfig, url: str, worker: BusWorker | None) -> RedisBroker:
     """The broker with the worker's subscribers (``worker`` None: for the document only)."""
     # Each batch's "received / processed" at DEBUG: at INFO they flood the log (and cost).
@@ -59,14 +77,7 @@ def broker_for(config: BusConfig, url: str, worker: BusWorker | None) -> RedisBr
     streams = config.streams
 
     @broker.subscriber(
-        stream=StreamSub(
-            streams.commands,
-            group=GROUP,
-            consumer=config.consumer,
-            batch=True,
-            max_records=config.batch,
-            polling_interval=1000,
-        ),
+        stream=_commands(config, max_records=config.batch, polling_interval=1000),
         parser=_raw_entries,
         decoder=_entries,
         ack_policy=AckPolicy.MANUAL,
@@ -78,11 +89,8 @@ def broker_for(config: BusConfig, url: str, worker: BusWorker | None) -> RedisBr
         await worker.take(entries)
 
     @broker.subscriber(
-        stream=StreamSub(
-            streams.commands,
-            group=GROUP,
-            consumer=config.consumer,
-            batch=True,
+        stream=_commands(
+            config,
             min_idle_time=config.claim_idle_ms,
             polling_interval=max(100, config.claim_idle_ms // 4),
         ),

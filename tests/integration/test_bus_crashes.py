@@ -34,11 +34,21 @@ def stream_of_commands(service: Service) -> list[dict[str, Any]]:
     return commands
 
 
-def wait_for(service: Service, replies: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while service.client.xlen(service.reply_to) < replies:
-        assert time.monotonic() < deadline, service.client.xlen(service.reply_to)
-        time.sleep(0.01)
+def another_worker_finishes(
+    service: Service,
+    commands: list[dict[str, Any]],
+    postgres_url: str,
+    redis_url: str,
+    log: Path,
+    settings: dict[str, str],
+) -> None:
+    """A second worker finishes the stream: each command answered and applied once."""
+    second = worker_process(postgres_url, redis_url, service.streams, log, **settings)
+    try:
+        assert_each_answered_and_applied_once(service, commands, postgres_url)
+    finally:
+        second.terminate()
+        assert second.wait(30) == 0
 
 
 def assert_each_answered_and_applied_once(
@@ -65,19 +75,15 @@ def test_a_worker_killed_mid_stream_leaves_its_commands_to_another(
     settings = {"bus_batch": "50", "bus_claim_idle_ms": "1000"}
     first = worker_process(postgres_url, redis_url, streams, tmp_path / "worker.log", **settings)
     try:
-        wait_for(service, 500)
+        service.wait_for_replies(500, timeout=60)
     finally:
         first.kill()  # kill -9: in the middle of a batch, or between two
         first.wait()
     answered = service.client.xlen(service.reply_to)
     assert answered < len(commands)
     time.sleep(1.0)  # the idle timeout: the next worker claims them before new ones
-    second = worker_process(postgres_url, redis_url, streams, tmp_path / "worker.log", **settings)
-    try:
-        assert_each_answered_and_applied_once(service, commands, postgres_url)
-    finally:
-        second.terminate()
-        assert second.wait(30) == 0
+    log = tmp_path / "worker.log"
+    another_worker_finishes(service, commands, postgres_url, redis_url, log, settings)
 
 
 def test_sigterm_finishes_the_batch_in_hand_then_exits(
@@ -87,14 +93,10 @@ def test_sigterm_finishes_the_batch_in_hand_then_exits(
     commands = stream_of_commands(service)
     settings = {"bus_batch": "50", "bus_claim_idle_ms": "60000"}
     first = worker_process(postgres_url, redis_url, streams, tmp_path / "worker.log", **settings)
-    wait_for(service, 500)
+    service.wait_for_replies(500, timeout=60)
     first.send_signal(signal.SIGTERM)
     assert first.wait(30) == 0
     # Whatever it read, it answered and acknowledged: nothing waits for a claim.
     assert service.pending() == 0
-    second = worker_process(postgres_url, redis_url, streams, tmp_path / "worker.log", **settings)
-    try:
-        assert_each_answered_and_applied_once(service, commands, postgres_url)
-    finally:
-        second.terminate()
-        assert second.wait(30) == 0
+    log = tmp_path / "worker.log"
+    another_worker_finishes(service, commands, postgres_url, redis_url, log, settings)
