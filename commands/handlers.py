@@ -94,6 +94,7 @@ def add_payment_method(cmd: s.AddPaymentMethod, ledger: Ledger, now: datetime) -
         last4=cmd.last4,
         exp_month=cmd.exp_month,
         exp_year=cmd.exp_year,
+        customer_reference=cmd.customer_reference,
     )
     customer.add_payment_method(method, cmd.make_default, now)
     result = {"payment_method_id": method.id, "default": customer.default_payment_method_id}

@@ -17,7 +17,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from commands.accounts import Account, account_of, current_subscription, save_retrying
-from gateways.port import Declined, Succeeded
+from gateways.port import Declined, Pending, Succeeded
 from ledger import billing
 from ledger.application import Ledger
 from ledger.customers import Customer
@@ -58,17 +58,6 @@ def _on_invoice(
     return save_retrying(ledger, f"invoice {invoice_id}", attempt)
 
 
-def record_charge(
-    ledger: Ledger, invoice_id: UUID, attempt: int, outcome: Succeeded | Declined, now: datetime
-) -> bool:
-    """Records a gateway's answer to a payment attempt; False if it was recorded already."""
-
-    def act(invoice: Invoice, account: Account, at: datetime) -> bool:
-        return _record_answer(invoice, account, attempt, outcome, at, ledger.dunning_policy)
-
-    return _on_invoice(ledger, invoice_id, now, act)
-
-
 def _record_answer(
     invoice: Invoice,
     account: Account,
@@ -84,7 +73,7 @@ def _record_answer(
     )
 
 
-Answer = tuple[UUID, int, Succeeded | Declined]  # invoice, attempt, the gateway's answer
+Answer = tuple[UUID, int, Succeeded | Declined | Pending]  # invoice, attempt, gateway's answer
 
 
 def record_charges(
@@ -98,12 +87,14 @@ def record_charges(
     customers the caller loaded; on a conflict with a concurrent writer (they changed
     since), each answer is recorded alone on fresh state.
 
-    A first attempt that succeeds changes the invoice alone (its subscription was never
-    past due for it), so only the other answers load their subscriptions."""
+    A first attempt that succeeds, and an attempt the gateway settles later, change the
+    invoice alone (its subscription was never past due for it, or is not yet), so only
+    the other answers load their subscriptions."""
 
     def invoice_alone(answer: Answer) -> bool:
         invoice_id, _, outcome = answer
-        return isinstance(outcome, Succeeded) and invoices[invoice_id].failures == 0
+        first_success = isinstance(outcome, Succeeded) and invoices[invoice_id].failures == 0
+        return first_success or isinstance(outcome, Pending)
 
     involved = [invoices[a[0]].subscription_id for a in answers if not invoice_alone(a)]
     subs = loaded(ledger, Subscription, involved)
@@ -116,11 +107,15 @@ def record_charges(
         invoice_id, attempt, outcome = answer
         invoice = invoices[invoice_id]
         if invoice_alone(answer):
-            assert isinstance(outcome, Succeeded)
             at = max(now, invoice.modified_on)
-            recorded.append(invoice.record_success(attempt, outcome.reference, at))
+            if isinstance(outcome, Pending):
+                recorded.append(invoice.record_processing(attempt, outcome.reference, at))
+            else:
+                assert isinstance(outcome, Succeeded)
+                recorded.append(invoice.record_success(attempt, outcome.reference, at))
             changed[invoice.id] = invoice
             continue
+        assert not isinstance(outcome, Pending)  # always the invoice alone
         sub = subs[invoice.subscription_id]
         account = accounts.get(sub.id) or account_of(ledger, sub, customers[sub.customer_id], now)
         accounts[sub.id] = account
@@ -136,6 +131,24 @@ def record_charges(
     except IntegrityError:
         return [record_charge(ledger, *answer, now) for answer in answers]
     return recorded
+
+
+def record_charge(
+    ledger: Ledger,
+    invoice_id: UUID,
+    attempt: int,
+    outcome: Succeeded | Declined | Pending,
+    now: datetime,
+) -> bool:
+    """Records a gateway's answer to a payment attempt (or that it settles it later);
+    False if it was recorded already."""
+
+    def act(invoice: Invoice, account: Account, at: datetime) -> bool:
+        if isinstance(outcome, Pending):
+            return invoice.record_processing(attempt, outcome.reference, at)
+        return _record_answer(invoice, account, attempt, outcome, at, ledger.dunning_policy)
+
+    return _on_invoice(ledger, invoice_id, now, act)
 
 
 def loaded(ledger: Ledger, kind: type[A], ids: Iterable[UUID]) -> dict[UUID, A]:

@@ -14,7 +14,12 @@ Every request is sent with its own idempotency key (``<invoice>:payment:<attempt
 even a gateway called twice charges once. An error that leaves the outcome unknown (a
 timeout, a 5xx) is retried with the same key; if it persists, the gateway is asked by
 key, and only a charge it has no record of is recorded as a (soft) failure, which
-dunning retries later with a new attempt.
+dunning retries later with a new attempt. When even that question gets no answer, the
+run stops there without moving its position: the next run asks again, so a charge whose
+fate is unknown is never sent again under a new key.
+
+A charge the gateway settles later (``Pending``) is recorded as processing; the
+gateway's webhook records its outcome (``invoice.settle_payment``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
@@ -31,6 +37,8 @@ from gateways.port import (
     ChargeRequest,
     Declined,
     Gateways,
+    GatewayUnavailable,
+    Pending,
     RefundRequest,
     RetryableError,
     Succeeded,
@@ -63,6 +71,8 @@ class ProcessorReport:
     refunded: int = 0
     refunds_failed: int = 0
     skipped: int = 0  # answered already (a restart, or another processor)
+    processing: int = 0  # accepted by the gateway, settled later by its webhook
+    unresolved: int = 0  # the gateway could not tell what became of it: asked again later
 
 
 class PositionMoved(Exception):
@@ -110,10 +120,17 @@ class PaymentProcessor:
         while True:
             page = self.ledger.recorder.select_notifications(position + 1, page_size, topics=TOPICS)
             events = [self.ledger.mapper.to_domain_event(n) for n in page]
-            self._charge([e for e in events if isinstance(e, Invoice.PaymentRequested)], report)
-            for event in events:
-                if isinstance(event, Invoice.RefundRequested):
-                    self._refund(event, report)
+            try:
+                payments = [e for e in events if isinstance(e, Invoice.PaymentRequested)]
+                self._charge(payments, report)
+                for event in events:
+                    if isinstance(event, Invoice.RefundRequested):
+                        self._refund(event, report)
+            except GatewayUnavailable:
+                # The position stays before this page: the next run asks the gateway again.
+                report.unresolved += 1
+                self._recovering = True
+                return report
             if page:
                 try:
                     self._move(position, page[-1].id)
@@ -142,18 +159,40 @@ class PaymentProcessor:
         waiting: list[tuple[Invoice, PaymentRequest]] = []
         for event in events:
             invoice = invoices[event.originator_id]
-            if invoice.pending is not None and invoice.pending.attempt == event.request.attempt:
+            pending = invoice.pending
+            awaited = pending is not None and pending.attempt == event.request.attempt
+            if awaited and invoice.processing_reference is None:
                 waiting.append((invoice, event.request))
         report.skipped += len(events) - len(waiting)
         customers = loaded(self.ledger, Customer, (invoice.customer_id for invoice, _ in waiting))
         answers: list[Answer] = []
-        for invoice, request in waiting:
-            method = customers[invoice.customer_id].payment_methods[request.payment_method_id]
-            charge = ChargeRequest(
-                request.idempotency_key, method.token, request.amount, invoice.number
-            )
-            outcome = self._send(request.gateway, charge)
-            answers.append((invoice.id, request.attempt, outcome))
+        try:
+            for invoice, request in waiting:
+                customer = customers[invoice.customer_id]
+                method = customer.payment_methods[request.payment_method_id]
+                charge = ChargeRequest(
+                    request.idempotency_key,
+                    method.token,
+                    request.amount,
+                    invoice.number,
+                    customer_reference=method.customer_reference,
+                    email=customer.email,
+                )
+                outcome = self._send(request.gateway, charge)
+                answers.append((invoice.id, request.attempt, outcome))
+        except GatewayUnavailable:
+            # The answers got before the gateway became unreachable are kept.
+            self._record_charges(answers, invoices, customers, report)
+            raise
+        self._record_charges(answers, invoices, customers, report)
+
+    def _record_charges(
+        self,
+        answers: list[Answer],
+        invoices: dict[UUID, Invoice],
+        customers: dict[UUID, Customer],
+        report: ProcessorReport,
+    ) -> None:
         now = self.clock.now()
         recorded = record_charges(self.ledger, answers, now, invoices, customers)
         for (_, _, outcome), done in zip(answers, recorded, strict=True):
@@ -161,6 +200,8 @@ class PaymentProcessor:
                 report.skipped += 1
             elif isinstance(outcome, Succeeded):
                 report.charged += 1
+            elif isinstance(outcome, Pending):
+                report.processing += 1
             else:
                 report.declined += 1
 
@@ -172,6 +213,8 @@ class PaymentProcessor:
             return
         refund = RefundRequest(request.idempotency_key, request.charge_reference, request.amount)
         outcome = self._send(request.gateway, refund)
+        if isinstance(outcome, Pending):  # a gateway that breaks its contract: money moved
+            outcome = Succeeded(outcome.reference, outcome.amount)
         if record_refund(self.ledger, invoice.id, request.number, outcome, self.clock.now()):
             if isinstance(outcome, Succeeded):
                 report.refunded += 1
@@ -182,8 +225,9 @@ class PaymentProcessor:
 
     def _send(
         self, gateway_name: str, request: ChargeRequest | RefundRequest
-    ) -> Succeeded | Declined:
-        """The gateway's final answer to a request, asking it first while recovering."""
+    ) -> Succeeded | Declined | Pending:
+        """The gateway's final answer to a request, asking it first while recovering;
+        raises ``GatewayUnavailable`` when its fate cannot be told."""
         try:
             gateway = self.gateways[gateway_name]
         except UnknownGateway as error:
@@ -191,10 +235,10 @@ class PaymentProcessor:
             return Declined("gateway_not_configured", str(error))
         key = request.idempotency_key
         if isinstance(request, ChargeRequest):
-            send, find = partial(gateway.charge, request), gateway.find_charge
+            send, find = partial(gateway.charge, request), partial(gateway.find_charge, request)
         else:
-            send, find = partial(gateway.refund, request), gateway.find_refund
-        if self._recovering and (found := find(key)) is not None:
+            send, find = partial(gateway.refund, request), partial(gateway.find_refund, request)
+        if self._recovering and (found := find()) is not None:
             return found
         last = RetryableError("not_sent", key)
         for attempt in range(self.tries):
@@ -205,5 +249,5 @@ class PaymentProcessor:
             if attempt + 1 < self.tries:
                 self.wait(attempt, outcome.retry_after)
         # The outcome is still unknown: only the gateway's own record can tell.
-        found = find(key)
+        found = find()
         return found if found is not None else Declined(last.code, last.message)

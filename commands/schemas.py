@@ -112,6 +112,15 @@ class AddPaymentMethod(Command):
     exp_month: Annotated[int, Field(strict=True, ge=1, le=12)]
     exp_year: Annotated[int, Field(strict=True, ge=2000, le=2199)]
     make_default: bool = False
+    customer_reference: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=200,
+            description="the gateway's id of the customer the token is saved under "
+            "(Stripe cus_..., Razorpay cust_..., Authorize.net customer profile id)",
+        ),
+    ] = None
 
 
 class ChangeCustomerContact(Command):

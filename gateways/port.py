@@ -16,12 +16,19 @@ from ledger.money import Money
 
 @dataclass(frozen=True, slots=True)
 class ChargeRequest:
-    """Take ``amount`` (> 0) from the saved payment method behind ``token``."""
+    """Take ``amount`` (> 0) from the saved payment method behind ``token``.
+
+    ``customer_reference`` is the gateway's own id of the customer the token is saved
+    under (Stripe ``cus_...``, Razorpay ``cust_...``, Authorize.net's customer profile id),
+    for the gateways that need it; ``email`` is the payer's, for those that ask for one.
+    """
 
     idempotency_key: str  # derived by the caller from (invoice, attempt)
     token: str
     amount: Money
     description: str = ""
+    customer_reference: str | None = None
+    email: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +72,23 @@ class RetryableError:
     retry_after: float | None = None  # seconds, when the gateway said
 
 
-Outcome = Succeeded | Declined | RetryableError
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The gateway accepted the charge but settles it later (a bank debit, a review):
+    its webhook tells the outcome. ``reference`` is its id of the charge."""
+
+    reference: str
+    amount: Money
+
+
+Outcome = Succeeded | Declined | RetryableError | Pending
+# What a gateway recorded for an idempotency key.
+Recorded = Succeeded | Declined | Pending
+
+
+class GatewayUnavailable(Exception):
+    """``find_charge``/``find_refund`` could not reach the gateway: whether it recorded the
+    request is still unknown, so the caller must ask again later, never send a new key."""
 
 
 class Gateway(Protocol):
@@ -75,14 +98,22 @@ class Gateway(Protocol):
 
     def charge(self, request: ChargeRequest) -> Outcome: ...
 
-    def refund(self, request: RefundRequest) -> Outcome: ...
-
-    def find_charge(self, idempotency_key: str) -> Succeeded | Declined | None:
-        """The recorded outcome of the charge sent with this key, None if none was processed."""
+    def refund(self, request: RefundRequest) -> Outcome:
+        """A refund the gateway accepted is Succeeded, even while it settles: never Pending."""
         ...
 
-    def find_refund(self, idempotency_key: str) -> Succeeded | Declined | None:
-        """The recorded outcome of the refund sent with this key, None if none was processed."""
+    def find_charge(self, request: ChargeRequest) -> Recorded | None:
+        """The recorded outcome of the charge sent with this request's idempotency key, None
+        if none was processed (the rest of the request helps gateways that look up by
+        customer or amount).
+
+        Never charges: it only reads what the gateway holds. Raises ``GatewayUnavailable``
+        when the gateway cannot be asked (timeouts, 5xx, rate limits, unreadable answers)."""
+        ...
+
+    def find_refund(self, request: RefundRequest) -> Recorded | None:
+        """The recorded outcome of the refund sent with this request's key, None if none was
+        processed; raises ``GatewayUnavailable`` like ``find_charge``."""
         ...
 
 

@@ -235,14 +235,14 @@ class SandboxGateway:
             self._record_refund(refund)
             return refund.answer()
 
-    def find_charge(self, idempotency_key: str) -> Succeeded | Declined | None:
+    def find_charge(self, request: ChargeRequest) -> Succeeded | Declined | None:
         with self._lock:
-            charge = self._charge(idempotency_key)
+            charge = self._charge(request.idempotency_key)
         return None if charge is None else charge.answer()
 
-    def find_refund(self, idempotency_key: str) -> Succeeded | Declined | None:
+    def find_refund(self, request: RefundRequest) -> Succeeded | Declined | None:
         with self._lock:
-            refund = self._refund(idempotency_key)
+            refund = self._refund(request.idempotency_key)
         return None if refund is None else refund.answer()
 
     def charges(self) -> list[SandboxCharge]:

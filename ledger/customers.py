@@ -53,6 +53,9 @@ class PaymentMethod:
     last4: str
     exp_month: int
     exp_year: int
+    # The gateway's id of the customer the token is saved under, where it needs one
+    # (Stripe cus_..., Razorpay cust_..., Authorize.net's customer profile id).
+    customer_reference: str | None = None
 
     def __post_init__(self) -> None:
         if looks_like_card_number(self.token):

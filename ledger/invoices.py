@@ -132,6 +132,9 @@ class Invoice(Aggregate):
         refunds: int
         refunded: Money
         pending_refunds: dict[int, RefundRequest]
+        processing_reference: str | None  # the gateway's id of a charge it settles later
+        refund_references: list[str]  # the gateway's ids of the refunds that went through
+        disputes: dict[str, str]  # the gateway's dispute id -> "open", "won" or "lost"
 
     class Issued(Aggregate.Created):
         customer_id: UUID
@@ -173,6 +176,9 @@ class Invoice(Aggregate):
             invoice.refunds = 0
             invoice.refunded = Money.zero(invoice.currency)
             invoice.pending_refunds = {}
+            invoice.processing_reference = None
+            invoice.refund_references = []
+            invoice.disputes = {}
 
     class PaymentRequested(Aggregate.Event):
         request: PaymentRequest
@@ -180,6 +186,17 @@ class Invoice(Aggregate):
         def apply(self, invoice: Invoice) -> None:
             invoice.attempts = self.request.attempt
             invoice.pending = self.request
+            invoice.processing_reference = None
+
+    class PaymentProcessing(Aggregate.Event):
+        """The gateway accepted the attempt but settles it later (a bank debit, a fraud
+        review): the attempt stays pending until the gateway's webhook tells the outcome."""
+
+        attempt: int
+        reference: str
+
+        def apply(self, invoice: Invoice) -> None:
+            invoice.processing_reference = self.reference
 
     class PaymentSucceeded(Aggregate.Event):
         attempt: int
@@ -189,6 +206,7 @@ class Invoice(Aggregate):
             invoice.status = InvoiceStatus.PAID
             invoice.paid_by = invoice.pending
             invoice.pending = None
+            invoice.processing_reference = None
             invoice.payment_reference = self.reference
             invoice.next_retry_at = None
 
@@ -203,6 +221,7 @@ class Invoice(Aggregate):
         def apply(self, invoice: Invoice) -> None:
             invoice.attempts = self.attempt
             invoice.pending = None
+            invoice.processing_reference = None
             invoice.failures += 1
             invoice.first_failure_at = invoice.first_failure_at or self.timestamp
             invoice.next_retry_at = self.next_retry_at
@@ -236,6 +255,7 @@ class Invoice(Aggregate):
         def apply(self, invoice: Invoice) -> None:
             request = invoice.pending_refunds.pop(self.number)
             invoice.refunded = invoice.refunded + request.amount
+            invoice.refund_references.append(self.reference)
 
     class RefundFailed(Aggregate.Event):
         number: int
@@ -244,6 +264,27 @@ class Invoice(Aggregate):
 
         def apply(self, invoice: Invoice) -> None:
             invoice.pending_refunds.pop(self.number)
+
+    class DisputeOpened(Aggregate.Event):
+        """The payer disputed the payment with their bank (a chargeback): the gateway
+        holds ``amount`` until the dispute is decided."""
+
+        reference: str
+        amount: Money
+        reason: str
+
+        def apply(self, invoice: Invoice) -> None:
+            invoice.disputes[self.reference] = "open"
+
+    class DisputeClosed(Aggregate.Event):
+        """Decided: won, the money stays; lost, it is gone (recorded as a credit note
+        refunded in the same transaction, so that every figure of refunds holds it)."""
+
+        reference: str
+        won: bool
+
+        def apply(self, invoice: Invoice) -> None:
+            invoice.disputes[self.reference] = "won" if self.won else "lost"
 
     @classmethod
     def issue(
@@ -359,6 +400,16 @@ class Invoice(Aggregate):
             raise NoRetryDue(f"no retry of {self.number} is due at {at.isoformat()}")
         self.request_payment(method, at, policy)
 
+    def record_processing(self, attempt: int, reference: str, at: datetime) -> bool:
+        """Records that the gateway settles ``attempt`` later; False if already recorded
+        or the attempt is not the one awaited."""
+        if self.pending is None or self.pending.attempt != attempt or self.processing_reference:
+            return False
+        self.trigger_event(
+            self.PaymentProcessing, timestamp=at, attempt=attempt, reference=reference
+        )
+        return True
+
     def record_success(self, attempt: int, reference: str, at: datetime) -> bool:
         """Records the gateway's success of ``attempt``; False if already recorded."""
         if self.pending is None or self.pending.attempt != attempt:
@@ -441,6 +492,68 @@ class Invoice(Aggregate):
         )
         self.trigger_event(self.RefundRequested, timestamp=at, request=request, reason=reason)
         return request
+
+    def record_gateway_refund(
+        self, reference: str, amount: Money, reason: str, at: datetime
+    ) -> bool:
+        """A refund made at the gateway itself (in its dashboard): the money is already
+        back with the customer, so the credit note is requested and refunded at once.
+        False if the refund ``reference`` is already recorded."""
+        if reference in self.refund_references:
+            return False
+        self._check_refund(amount, self.amount_paid - self.refunded)
+        self._refund_at_once(reference, amount, reason, at)
+        return True
+
+    def open_dispute(self, reference: str, amount: Money, reason: str, at: datetime) -> bool:
+        """Records a dispute of the payment; False if it is already recorded."""
+        if reference in self.disputes:
+            return False
+        self._check_refund(amount, self.amount_paid)
+        self.trigger_event(
+            self.DisputeOpened, timestamp=at, reference=reference, amount=amount, reason=reason
+        )
+        return True
+
+    def close_dispute(
+        self, reference: str, won: bool, amount: Money, reason: str, at: datetime
+    ) -> bool:
+        """Records a dispute's decision (opening it first if its opening was never
+        heard of); a lost one refunds ``amount`` (at most what is left of the payment).
+        False if the decision is already recorded."""
+        if self.disputes.get(reference) in ("won", "lost"):
+            return False
+        self.open_dispute(reference, amount, reason, at)
+        self.trigger_event(self.DisputeClosed, timestamp=at, reference=reference, won=won)
+        left = self.amount_paid - self.refunded
+        if not won and left.amount > 0:
+            self._refund_at_once(reference, min(amount, left), f"chargeback: {reason}", at)
+        return True
+
+    def _check_refund(self, amount: Money, most: Money) -> None:
+        if self.paid_by is None or self.payment_reference is None:
+            raise InvalidRefund(f"invoice {self.number} was not paid through a gateway")
+        if amount.currency != self.currency:
+            raise InvalidRefund(f"invoice {self.number} was paid in {self.currency}")
+        if amount.amount <= 0:
+            raise InvalidRefund(f"an amount must be positive, got {amount}")
+        if amount > most:
+            raise RefundExceedsPaid(f"{amount} is more than the {most} paid on {self.number}")
+
+    def _refund_at_once(self, reference: str, amount: Money, reason: str, at: datetime) -> None:
+        # Only called after _check_refund: narrows the types.
+        assert self.paid_by is not None
+        assert self.payment_reference is not None
+        number = self.refunds + 1
+        request = RefundRequest(
+            number=number,
+            amount=amount,
+            gateway=self.paid_by.gateway,
+            charge_reference=self.payment_reference,
+            idempotency_key=refund_key(self.id, number),
+        )
+        self.trigger_event(self.RefundRequested, timestamp=at, request=request, reason=reason)
+        self.trigger_event(self.RefundSucceeded, timestamp=at, number=number, reference=reference)
 
     def record_refund(self, number: int, reference: str, at: datetime) -> bool:
         if number not in self.pending_refunds:

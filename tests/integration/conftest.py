@@ -36,6 +36,7 @@ class Shop:
         # Where the projections live (the ledger's own database): needed by tick and pay.
         self.database_url = database_url
         self.sandbox = SandboxGateway()
+        self.gateways: list[Gateway] = [self.sandbox]  # add a real provider's adapter here
         self._ids = count(1)
         self._projector: Projector | None = None
         self._processor: PaymentProcessor | None = None
@@ -65,13 +66,17 @@ class Shop:
         method_id: str = "pm_1",
         token: str | None = None,
         make_default: bool = False,
+        gateway: str = "sandbox",
+        customer_reference: str | None = None,
     ) -> None:
         """A card whose sandbox ``token`` (one that succeeds, by default) decides how its
-        charges go."""
+        charges go; or a card saved at another of ``self.gateways``."""
         self.send(
             s.AddPaymentMethod,
             customer_id=customer_id,
             payment_method_id=method_id,
+            gateway=gateway,
+            customer_reference=customer_reference,
             token=token or f"tok_{method_id}",
             last4="4242",
             exp_month=12,
@@ -110,7 +115,7 @@ class Shop:
         self, gateway: Gateway | None = None, ledger: Ledger | None = None
     ) -> Iterator[PaymentProcessor]:
         """A payment processor as a new process starts it, on a connection of its own, over
-        ``gateway`` (the shop's sandbox by default) and ``ledger`` (the shop's)."""
+        ``gateway`` (the shop's gateways by default) and ``ledger`` (the shop's)."""
         database = projection_database(persistence_env(self._url()))
         try:
             yield self._processor_on(database, gateway, ledger)
@@ -122,7 +127,7 @@ class Shop:
     ) -> PaymentProcessor:
         return PaymentProcessor(
             ledger or self.ledger,
-            Gateways([gateway or self.sandbox]),
+            Gateways([gateway] if gateway else self.gateways),
             database,
             self.clock,
             wait=lambda *_: None,  # the sandbox answers at once: no backoff

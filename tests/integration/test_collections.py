@@ -26,9 +26,10 @@ from commands.bootstrap import projection_database
 from commands.lifecycle import advance_subscription, end_dunning, retry_payment
 from commands.payments import PaymentProcessor, ProcessorReport
 from commands.settings import persistence_env
-from gateways.port import Gateways
+from gateways.port import Gateways, RefundRequest
 from gateways.sandbox import SandboxGateway
 from ledger.invoices import refund_key
+from ledger.money import Money
 from projections.collections import (
     AttemptRow,
     Collections,
@@ -300,7 +301,9 @@ def refunds(c: Collecting, invoice_id: UUID, amount: int, reason: str) -> None:
 
     c.go(requested_at + timedelta(minutes=1))
     assert c.pay().refunded == 1
-    found = c.gateway.find_refund(refund_key(invoice_id, 1))
+    found = c.gateway.find_refund(
+        RefundRequest(refund_key(invoice_id, 1), "", Money(amount, "EUR"))
+    )
     assert found is not None
     note.status, note.reference = "refunded", found.reference
     note.answered_at = requested_at + timedelta(minutes=1)

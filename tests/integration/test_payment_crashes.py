@@ -11,10 +11,9 @@ import pytest
 
 from gateways.port import (
     ChargeRequest,
-    Declined,
     Outcome,
+    Recorded,
     RefundRequest,
-    Succeeded,
 )
 from gateways.sandbox import SandboxGateway
 from ledger.invoices import Invoice, InvoiceStatus, payment_key, period_invoice_id
@@ -50,13 +49,13 @@ class Recording:
         self.calls.append(("refund", request.idempotency_key))
         return self.sandbox.refund(request)
 
-    def find_charge(self, idempotency_key: str) -> Succeeded | Declined | None:
-        self.calls.append(("find_charge", idempotency_key))
-        return self.sandbox.find_charge(idempotency_key)
+    def find_charge(self, request: ChargeRequest) -> Recorded | None:
+        self.calls.append(("find_charge", request.idempotency_key))
+        return self.sandbox.find_charge(request)
 
-    def find_refund(self, idempotency_key: str) -> Succeeded | Declined | None:
-        self.calls.append(("find_refund", idempotency_key))
-        return self.sandbox.find_refund(idempotency_key)
+    def find_refund(self, request: RefundRequest) -> Recorded | None:
+        self.calls.append(("find_refund", request.idempotency_key))
+        return self.sandbox.find_refund(request)
 
 
 def two_signups(shop: Shop) -> list[Invoice]:

@@ -90,7 +90,7 @@ def test_a_declining_test_card_is_declined_and_the_decline_recorded(
     assert outcome.reference is not None
     assert outcome.reference.startswith("ch_sb_")
     assert [(c.outcome, c.code) for c in sandbox.charges()] == [("declined", code)]
-    assert sandbox.find_charge("inv_1:1") == outcome
+    assert sandbox.find_charge(charge_of(key="inv_1:1")) == outcome
 
 
 @pytest.mark.parametrize("cents", [0, -500])
@@ -113,7 +113,7 @@ def test_a_processing_error_fails_every_time_and_records_nothing(sandbox: Sandbo
         assert outcome.code == "processing_error"
 
     assert sandbox.charges() == []
-    assert sandbox.find_charge("inv_1:1") is None
+    assert sandbox.find_charge(charge_of(key="inv_1:1")) is None
 
 
 def test_a_timeout_before_the_bank_records_nothing(sandbox: SandboxGateway) -> None:
@@ -122,7 +122,7 @@ def test_a_timeout_before_the_bank_records_nothing(sandbox: SandboxGateway) -> N
     assert isinstance(outcome, RetryableError)
     assert outcome.code == "timeout"
     assert sandbox.charges() == []
-    assert sandbox.find_charge("inv_1:1") is None
+    assert sandbox.find_charge(charge_of(key="inv_1:1")) is None
 
 
 def test_a_lost_answer_is_recovered_by_retrying_with_the_same_key(sandbox: SandboxGateway) -> None:
@@ -140,15 +140,15 @@ def test_a_lost_answer_is_recovered_by_retrying_with_the_same_key(sandbox: Sandb
 
 
 def test_find_charge_tells_what_was_recorded_for_a_key(sandbox: SandboxGateway) -> None:
-    assert sandbox.find_charge("inv_1:1") is None
+    assert sandbox.find_charge(charge_of(key="inv_1:1")) is None
 
     answer = sandbox.charge(charge_of(token="tok_timeoutAfterCharge"))
 
     assert isinstance(answer, RetryableError)
-    found = sandbox.find_charge("inv_1:1")
+    found = sandbox.find_charge(charge_of(key="inv_1:1"))
     assert isinstance(found, Succeeded)
     assert found.amount == eur(1999)
-    assert sandbox.find_charge("inv_2:1") is None
+    assert sandbox.find_charge(charge_of(key="inv_2:1")) is None
 
 
 def test_a_replayed_charge_answers_the_recorded_outcome_without_charging_again(
@@ -179,7 +179,7 @@ def test_a_key_reused_with_other_parameters_is_refused(
 
     assert isinstance(outcome, Declined)
     assert outcome.code == "idempotency_key_reused"
-    assert sandbox.find_charge("inv_1:1") == first
+    assert sandbox.find_charge(charge_of(key="inv_1:1")) == first
     assert len(sandbox.charges()) == 1
 
 
@@ -226,7 +226,7 @@ def test_a_charge_is_refunded_in_full(sandbox: SandboxGateway) -> None:
     assert outcome == Succeeded(reference=f"re_sb_{digest}", amount=eur(1999))
     [record] = sandbox.refunds()
     assert (record.key, record.charge_reference, record.amount) == ("ref_1", reference, eur(1999))
-    assert sandbox.find_refund("ref_1") == outcome
+    assert sandbox.find_refund(refund_of(reference, eur(1999))) == outcome
 
 
 def test_two_partial_refunds_then_one_too_many(sandbox: SandboxGateway) -> None:
@@ -287,7 +287,7 @@ def test_a_refund_of_nothing_is_refused_and_not_recorded(sandbox: SandboxGateway
     assert isinstance(outcome, Declined)
     assert outcome.code == "invalid_amount"
     assert sandbox.refunds() == []
-    assert sandbox.find_refund("ref_1") is None
+    assert sandbox.find_refund(refund_of(reference, eur(0))) is None
 
 
 def test_a_replayed_refund_is_not_refunded_twice(sandbox: SandboxGateway) -> None:
@@ -319,8 +319,8 @@ def test_records_survive_reopening_the_same_file(tmp_path: Path) -> None:
 
     assert isinstance(paid, RetryableError)
     with SandboxGateway(path) as after:
-        assert isinstance(after.find_charge("inv_1:1"), Succeeded)
-        assert after.find_refund("ref_1") == refunded
+        assert isinstance(after.find_charge(charge_of(key="inv_1:1")), Succeeded)
+        assert after.find_refund(refund_of(reference, eur(250))) == refunded
         assert [c.key for c in after.charges()] == ["inv_1:1", "inv_2:1", "inv_3:1", "inv_3:2"]
         assert len(after.refunds()) == 1
         third = after.charge(charge_of(token="tok_recoversAfter_2", key="inv_3:3"))
@@ -359,7 +359,7 @@ def test_the_same_seed_injects_the_same_timeouts() -> None:
 def test_injected_timeouts_lose_the_answer_or_the_request_and_never_double_charge() -> None:
     outcomes, sandbox = run_with_faults(seed=7)
     timed_out = [f"inv_{n}:1" for n, o in enumerate(outcomes) if isinstance(o, RetryableError)]
-    found = [sandbox.find_charge(key) for key in timed_out]
+    found = [sandbox.find_charge(charge_of(key=key)) for key in timed_out]
 
     # Both kinds happen: some charges were recorded before the answer was lost, some not.
     assert any(f is None for f in found)
