@@ -37,6 +37,7 @@ INVOICE_EVENTS: frozenset[type] = frozenset(
     {
         Invoice.Issued,
         Invoice.PaymentRequested,
+        Invoice.PaymentProcessing,
         Invoice.PaymentSucceeded,
         Invoice.PaymentFailed,
         Invoice.MarkedUncollectible,
@@ -244,7 +245,7 @@ def _issued(event: Invoice.Issued) -> InvoiceRow:
     )
 
 
-_PAYMENT_ANSWERS = (Invoice.PaymentSucceeded, Invoice.PaymentFailed)
+_PAYMENT_ANSWERS = (Invoice.PaymentProcessing, Invoice.PaymentSucceeded, Invoice.PaymentFailed)
 _REFUND_ANSWERS = (Invoice.RefundSucceeded, Invoice.RefundFailed)
 
 
@@ -276,7 +277,7 @@ class _Batch:
         self.attempts = {
             (row.invoice_id, row.attempt): row
             for row in ATTEMPTS.load(tx, "invoice_id", _answered(events, _PAYMENT_ANSWERS))
-            if row.outcome == "pending"
+            if row.outcome in ("pending", "processing")
         }
         self.notes = {
             (row.invoice_id, row.number): row
@@ -325,6 +326,9 @@ class _Batch:
                 None,
                 None,
             )
+        elif isinstance(event, Invoice.PaymentProcessing):
+            attempt = self.attempts[(row.invoice_id, event.attempt)]
+            attempt.outcome, attempt.reference = "processing", event.reference
         elif isinstance(event, Invoice.PaymentSucceeded):
             row.status, row.paid_at = InvoiceStatus.PAID.value, at
             row.pending_method_id = row.next_retry_at = None
