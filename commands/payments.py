@@ -15,8 +15,9 @@ even a gateway called twice charges once. An error that leaves the outcome unkno
 timeout, a 5xx) is retried with the same key; if it persists, the gateway is asked by
 key, and only a charge it has no record of is recorded as a (soft) failure, which
 dunning retries later with a new attempt. When even that question gets no answer, the
-run stops there without moving its position: the next run asks again, so a charge whose
-fate is unknown is never sent again under a new key.
+request is set aside (``payments_unresolved``) and asked about first at every run until
+the gateway answers: a charge whose fate is unknown is never sent under a new key, and
+one gateway's outage holds back neither the others nor the position.
 
 A charge the gateway settles later (``Pending``) is recorded as processing; the
 gateway's webhook records its outcome (``invoice.settle_payment``).
@@ -25,7 +26,7 @@ gateway's webhook records its outcome (``invoice.settle_payment``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from uuid import UUID
@@ -47,16 +48,32 @@ from gateways.port import (
 from ledger.application import Ledger
 from ledger.clock import Clock
 from ledger.customers import Customer
-from ledger.invoices import Invoice, PaymentRequest
+from ledger.invoices import Invoice, PaymentRequest, payment_key, refund_key
+from ledger.invoices import RefundRequest as InvoiceRefund
 from projections.database import Database
-from projections.values import read_int
+from projections.values import read_int, read_uuid
 
+UNRESOLVED = "payments_unresolved"
+UNRESOLVED_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {UNRESOLVED} (
+    idempotency_key TEXT PRIMARY KEY,
+    invoice_id TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('charge', 'refund')),
+    number INTEGER NOT NULL
+)"""
 POSITIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS follower_positions (
     name TEXT PRIMARY KEY,
     position BIGINT NOT NULL
 )"""
 TOPICS = [get_topic(Invoice.PaymentRequested), get_topic(Invoice.RefundRequested)]
+
+
+def _awaits(invoice: Invoice, attempt: int) -> bool:
+    """The invoice still awaits the gateway's answer to ``attempt``."""
+    pending = invoice.pending
+    awaited = pending is not None and pending.attempt == attempt
+    return awaited and invoice.processing_reference is None
 
 
 def backoff(attempt: int, retry_after: float | None) -> None:
@@ -100,8 +117,10 @@ class PaymentProcessor:
         # Requests after the stored position may have reached a gateway before a crash:
         # until they are done, each one asks the gateway before charging.
         self._recovering = True
+        self._deferred: set[str] = set()  # the keys in payments_unresolved
         with database.transaction(exclusive=True) as tx:
             tx.execute(POSITIONS_TABLE)
+            tx.execute(UNRESOLVED_TABLE)
             if not tx.query("SELECT 1 FROM follower_positions WHERE name = ?", (self.name,)):
                 tx.execute(
                     "INSERT INTO follower_positions (name, position) VALUES (?, 0)", (self.name,)
@@ -114,23 +133,18 @@ class PaymentProcessor:
         return read_int(rows[0][0])
 
     def run(self, page_size: int = 500) -> ProcessorReport:
-        """Carries out every request recorded so far; returns what happened."""
+        """Carries out every request recorded so far, and those left unresolved by
+        earlier runs; returns what happened."""
         report = ProcessorReport()
+        self._resolve_deferred(report)
         position = self.position()
         while True:
             page = self.ledger.recorder.select_notifications(position + 1, page_size, topics=TOPICS)
             events = [self.ledger.mapper.to_domain_event(n) for n in page]
-            try:
-                payments = [e for e in events if isinstance(e, Invoice.PaymentRequested)]
-                self._charge(payments, report)
-                for event in events:
-                    if isinstance(event, Invoice.RefundRequested):
-                        self._refund(event, report)
-            except GatewayUnavailable:
-                # The position stays before this page: the next run asks the gateway again.
-                report.unresolved += 1
-                self._recovering = True
-                return report
+            self._charge([e for e in events if isinstance(e, Invoice.PaymentRequested)], report)
+            for event in events:
+                if isinstance(event, Invoice.RefundRequested):
+                    self._refund(event.originator_id, event.request, report, self._recovering)
             if page:
                 try:
                     self._move(position, page[-1].id)
@@ -141,6 +155,7 @@ class PaymentProcessor:
             if len(page) < page_size:
                 break
         self._recovering = False
+        report.unresolved = len(self._deferred)
         return report
 
     def _move(self, expected: int, position: int) -> None:
@@ -153,46 +168,45 @@ class PaymentProcessor:
             raise PositionMoved(self.name)
 
     def _charge(self, events: list[Invoice.PaymentRequested], report: ProcessorReport) -> None:
-        """Charges a page's payment requests that still await an answer, then records
-        the answers in one transaction."""
+        """Charges a page's payment requests that still await an answer."""
         invoices = loaded(self.ledger, Invoice, (event.originator_id for event in events))
-        waiting: list[tuple[Invoice, PaymentRequest]] = []
-        for event in events:
-            invoice = invoices[event.originator_id]
-            pending = invoice.pending
-            awaited = pending is not None and pending.attempt == event.request.attempt
-            if awaited and invoice.processing_reference is None:
-                waiting.append((invoice, event.request))
+        waiting = [
+            (invoices[e.originator_id], e.request)
+            for e in events
+            if _awaits(invoices[e.originator_id], e.request.attempt)
+        ]
         report.skipped += len(events) - len(waiting)
+        self._charge_waiting(waiting, invoices, report, ask_first=self._recovering)
+
+    def _charge_waiting(
+        self,
+        waiting: list[tuple[Invoice, PaymentRequest]],
+        invoices: dict[UUID, Invoice],
+        report: ProcessorReport,
+        ask_first: bool,
+    ) -> None:
+        """Sends each charge, then records the answers in one transaction; a charge whose
+        fate the gateway cannot tell is deferred to the next run."""
         customers = loaded(self.ledger, Customer, (invoice.customer_id for invoice, _ in waiting))
         answers: list[Answer] = []
-        try:
-            for invoice, request in waiting:
-                customer = customers[invoice.customer_id]
-                method = customer.payment_methods[request.payment_method_id]
-                charge = ChargeRequest(
-                    request.idempotency_key,
-                    method.token,
-                    request.amount,
-                    invoice.number,
-                    customer_reference=method.customer_reference,
-                    email=customer.email,
-                )
-                outcome = self._send(request.gateway, charge)
-                answers.append((invoice.id, request.attempt, outcome))
-        except GatewayUnavailable:
-            # The answers got before the gateway became unreachable are kept.
-            self._record_charges(answers, invoices, customers, report)
-            raise
-        self._record_charges(answers, invoices, customers, report)
-
-    def _record_charges(
-        self,
-        answers: list[Answer],
-        invoices: dict[UUID, Invoice],
-        customers: dict[UUID, Customer],
-        report: ProcessorReport,
-    ) -> None:
+        for invoice, request in waiting:
+            customer = customers[invoice.customer_id]
+            method = customer.payment_methods[request.payment_method_id]
+            charge = ChargeRequest(
+                request.idempotency_key,
+                method.token,
+                request.amount,
+                invoice.number,
+                customer_reference=method.customer_reference,
+                email=customer.email,
+                phone=customer.phone,
+            )
+            try:
+                outcome = self._send(request.gateway, charge, ask_first)
+            except GatewayUnavailable:
+                self._defer(request.idempotency_key, invoice.id, "charge", request.attempt)
+                continue
+            answers.append((invoice.id, request.attempt, outcome))
         now = self.clock.now()
         recorded = record_charges(self.ledger, answers, now, invoices, customers)
         for (_, _, outcome), done in zip(answers, recorded, strict=True):
@@ -204,15 +218,22 @@ class PaymentProcessor:
                 report.processing += 1
             else:
                 report.declined += 1
+        self._undefer(payment_key(invoice_id, attempt) for invoice_id, attempt, _ in answers)
 
-    def _refund(self, event: Invoice.RefundRequested, report: ProcessorReport) -> None:
-        request = event.request
-        invoice = self.ledger.invoice(event.originator_id)
+    def _refund(
+        self, invoice_id: UUID, request: InvoiceRefund, report: ProcessorReport, ask_first: bool
+    ) -> None:
+        invoice = self.ledger.invoice(invoice_id)
         if request.number not in invoice.pending_refunds:
             report.skipped += 1
+            self._undefer([request.idempotency_key])
             return
         refund = RefundRequest(request.idempotency_key, request.charge_reference, request.amount)
-        outcome = self._send(request.gateway, refund)
+        try:
+            outcome = self._send(request.gateway, refund, ask_first)
+        except GatewayUnavailable:
+            self._defer(request.idempotency_key, invoice.id, "refund", request.number)
+            return
         if isinstance(outcome, Pending):  # a gateway that breaks its contract: money moved
             outcome = Succeeded(outcome.reference, outcome.amount)
         if record_refund(self.ledger, invoice.id, request.number, outcome, self.clock.now()):
@@ -222,12 +243,58 @@ class PaymentProcessor:
                 report.refunds_failed += 1
         else:
             report.skipped += 1
+        self._undefer([request.idempotency_key])
+
+    # Requests whose fate a gateway could not tell: kept aside, so that one gateway's
+    # outage holds back neither the others nor the position, and asked about first at
+    # every run until the gateway answers.
+
+    def _defer(self, key: str, invoice_id: UUID, kind: str, number: int) -> None:
+        self._deferred.add(key)
+        with self.database.transaction() as tx:
+            tx.execute(
+                f"INSERT INTO {UNRESOLVED} (idempotency_key, invoice_id, kind, number)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
+                (key, str(invoice_id), kind, number),
+            )
+
+    def _undefer(self, keys: Iterable[str]) -> None:
+        # Only keys set aside cost a statement: the common case is none.
+        answered = [key for key in keys if key in self._deferred]
+        if not answered:
+            return
+        with self.database.transaction() as tx:
+            for key in answered:
+                tx.execute(f"DELETE FROM {UNRESOLVED} WHERE idempotency_key = ?", (key,))
+        self._deferred.difference_update(answered)
+
+    def _resolve_deferred(self, report: ProcessorReport) -> None:
+        rows = self.database.query(
+            f"SELECT idempotency_key, invoice_id, kind, number FROM {UNRESOLVED}"
+        )
+        self._deferred = {key for key, *_ in rows}
+        deferred = [(read_uuid(invoice_id), kind, read_int(n)) for _, invoice_id, kind, n in rows]
+        invoices = loaded(self.ledger, Invoice, (invoice_id for invoice_id, _, _ in deferred))
+        waiting = []
+        for invoice_id, kind, number in deferred:
+            invoice = invoices[invoice_id]
+            if kind == "refund":
+                refund = invoice.pending_refunds.get(number)
+                if refund is None:
+                    self._undefer([refund_key(invoice_id, number)])
+                else:
+                    self._refund(invoice_id, refund, report, ask_first=True)
+            elif _awaits(invoice, number) and invoice.pending is not None:
+                waiting.append((invoice, invoice.pending))
+            else:  # answered since (a webhook, another processor)
+                self._undefer([payment_key(invoice_id, number)])
+        self._charge_waiting(waiting, invoices, report, ask_first=True)
 
     def _send(
-        self, gateway_name: str, request: ChargeRequest | RefundRequest
+        self, gateway_name: str, request: ChargeRequest | RefundRequest, ask_first: bool
     ) -> Succeeded | Declined | Pending:
-        """The gateway's final answer to a request, asking it first while recovering;
-        raises ``GatewayUnavailable`` when its fate cannot be told."""
+        """The gateway's final answer to a request, asking it first when it may have
+        been sent before; raises ``GatewayUnavailable`` when its fate cannot be told."""
         try:
             gateway = self.gateways[gateway_name]
         except UnknownGateway as error:
@@ -238,7 +305,7 @@ class PaymentProcessor:
             send, find = partial(gateway.charge, request), partial(gateway.find_charge, request)
         else:
             send, find = partial(gateway.refund, request), partial(gateway.find_refund, request)
-        if self._recovering and (found := find()) is not None:
+        if ask_first and (found := find()) is not None:
             return found
         last = RetryableError("not_sent", key)
         for attempt in range(self.tries):

@@ -20,7 +20,8 @@ class ChargeRequest:
 
     ``customer_reference`` is the gateway's own id of the customer the token is saved
     under (Stripe ``cus_...``, Razorpay ``cust_...``, Authorize.net's customer profile id),
-    for the gateways that need it; ``email`` is the payer's, for those that ask for one.
+    for the gateways that need it; ``email`` and ``phone`` (E.164) are the payer's, for
+    those that ask for them.
     """
 
     idempotency_key: str  # derived by the caller from (invoice, attempt)
@@ -29,6 +30,7 @@ class ChargeRequest:
     description: str = ""
     customer_reference: str | None = None
     email: str = ""
+    phone: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,15 @@ from typing import Literal
 
 import pytest
 
+from commands import schemas as s
+from commands.payments import ProcessorReport
 from gateways.port import (
     ChargeRequest,
+    GatewayUnavailable,
     Outcome,
     Recorded,
     RefundRequest,
+    RetryableError,
 )
 from gateways.sandbox import SandboxGateway
 from ledger.invoices import Invoice, InvoiceStatus, payment_key, period_invoice_id
@@ -131,3 +135,82 @@ def test_a_timeout_after_the_charge_is_recorded_as_paid(shop: Shop) -> None:
     assert [(c.key, c.amount.amount, c.outcome) for c in shop.sandbox.charges()] == [
         (payment_key(paid.id, 1), 1000, "succeeded")
     ]
+
+
+@dataclass
+class Unreachable:
+    """A gateway that stopped answering: charges time out, look-ups cannot be made."""
+
+    sandbox: SandboxGateway
+    down: bool = True
+    calls: list[str] = field(default_factory=list)
+    name: str = "sandbox"
+
+    def charge(self, request: ChargeRequest) -> Outcome:
+        self.calls.append("charge")
+        if self.down:
+            return RetryableError("timeout", "no answer in time")
+        return self.sandbox.charge(request)
+
+    def refund(self, request: RefundRequest) -> Outcome:
+        return self.sandbox.refund(request)
+
+    def find_charge(self, request: ChargeRequest) -> Recorded | None:
+        self.calls.append("find_charge")
+        if self.down:
+            raise GatewayUnavailable("no answer in time")
+        return self.sandbox.find_charge(request)
+
+    def find_refund(self, request: RefundRequest) -> Recorded | None:
+        return self.sandbox.find_refund(request)
+
+
+def test_a_charge_whose_fate_the_gateway_cannot_tell_waits_for_it_under_its_own_key(
+    shop: Shop,
+) -> None:
+    gateway = Unreachable(shop.sandbox, down=False)
+    with shop.processor(gateway) as processor:
+        assert processor.run() == ProcessorReport()  # nothing to do: recovered
+        first, second = invoices = two_signups(shop)
+        gateway.down = True
+
+        report = processor.run()
+        # Three tries each, then the look-up fails: nothing recorded, both set aside, and
+        # the position moves on (other gateways' requests are not held back).
+        assert (report.unresolved, report.charged, report.declined) == (2, 0, 0)
+        assert gateway.calls == (["charge"] * 3 + ["find_charge"]) * 2
+        for invoice in invoices:
+            after = shop.ledger.invoice(invoice.id)
+            assert (after.pending is not None, after.failures) == (True, 0)
+        # Still down: the next run only asks, and charges nothing.
+        assert processor.run().unresolved == 2
+        assert gateway.calls[8:] == ["find_charge"] * 2
+
+        gateway.down = False
+        report = processor.run()
+        assert (report.charged, report.unresolved) == (2, 0)
+        assert gateway.calls[10:] == ["find_charge", "charge"] * 2
+    assert_paid_once(shop, invoices)
+    assert shop.ledger.invoice(second.id).attempts == 1
+    assert first.id != second.id
+
+
+def test_a_deferred_charge_answered_by_webhook_meanwhile_is_not_sent(shop: Shop) -> None:
+    customer_id = shop.customer()
+    invoice_id = period_invoice_id(shop.subscribe(customer_id), 0)
+    gateway = Unreachable(shop.sandbox)
+    with shop.processor(gateway) as processor:
+        assert processor.run().unresolved == 1
+        # The gateway's webhook told the outcome while we could not ask.
+        shop.send(
+            s.SettlePayment,
+            invoice_id=invoice_id,
+            attempt=1,
+            outcome="succeeded",
+            reference="ch_by_webhook",
+        )
+        gateway.down = False
+        calls = len(gateway.calls)
+        assert processor.run() == ProcessorReport()
+        assert gateway.calls[calls:] == []
+    assert shop.ledger.invoice(invoice_id).payment_reference == "ch_by_webhook"
