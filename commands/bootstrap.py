@@ -6,10 +6,16 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from pydantic import SecretStr
 
 from commands.settings import Settings, persistence_env
-from gateways.port import Gateways
+from gateways.authorizenet import AuthorizeNetConfig, AuthorizeNetGateway, AuthorizeNetWebhooks
+from gateways.paypal import PayPalConfig, PayPalGateway, PayPalWebhooks
+from gateways.port import Gateway, Gateways
+from gateways.razorpay import RazorpayConfig, RazorpayGateway, RazorpayWebhooks
 from gateways.sandbox import SandboxGateway
+from gateways.stripe import StripeConfig, StripeGateway, StripeWebhooks
+from gateways.webhooks import WebhookVerifier
 from ledger.application import Ledger
 from projections import all_projections
 from projections.database import Database, PostgresDatabase, SQLiteDatabase
@@ -54,10 +60,85 @@ def bootstrap(database_url: str | None = None, settings: Settings | None = None)
 
 
 def gateways(settings: Settings | None = None) -> Gateways:
-    """The payment gateways payment methods can name: the sandbox for now."""
+    """The payment gateways payment methods can name: the sandbox, and every provider
+    whose keys are set."""
     settings = settings or Settings()
     Path(settings.sandbox_path).parent.mkdir(parents=True, exist_ok=True)
-    return Gateways([SandboxGateway(settings.sandbox_path)])
+    configured: list[Gateway] = [SandboxGateway(settings.sandbox_path)]
+    stripe, paypal, razorpay, authorizenet = _provider_configs(settings)
+    if stripe:
+        configured.append(StripeGateway(stripe))
+    if paypal:
+        configured.append(PayPalGateway(paypal))
+    if razorpay:
+        configured.append(RazorpayGateway(razorpay))
+    if authorizenet:
+        configured.append(AuthorizeNetGateway(authorizenet))
+    return Gateways(configured)
+
+
+def webhook_verifiers(settings: Settings | None = None) -> dict[str, WebhookVerifier]:
+    """The verifiers of the providers whose webhook secret (PayPal: webhook id) is set."""
+    settings = settings or Settings()
+    stripe, paypal, razorpay, authorizenet = _provider_configs(settings)
+    verifiers: list[WebhookVerifier] = []
+    if stripe and stripe.webhook_secret:
+        verifiers.append(StripeWebhooks(stripe))
+    if paypal and paypal.webhook_id:
+        verifiers.append(PayPalWebhooks(paypal))
+    if razorpay and razorpay.webhook_secret:
+        verifiers.append(RazorpayWebhooks(razorpay))
+    if authorizenet and authorizenet.signature_key:
+        verifiers.append(AuthorizeNetWebhooks(authorizenet))
+    return {verifier.name: verifier for verifier in verifiers}
+
+
+def _provider_configs(
+    settings: Settings,
+) -> tuple[
+    StripeConfig | None, PayPalConfig | None, RazorpayConfig | None, AuthorizeNetConfig | None
+]:
+    """Each provider's configuration from settings, None where its keys are not set."""
+    timeout = settings.gateway_timeout
+    stripe = paypal = razorpay = authorizenet = None
+    if settings.stripe_api_key:
+        stripe = StripeConfig(
+            api_key=settings.stripe_api_key.get_secret_value(),
+            api_base=settings.stripe_api_base,
+            webhook_secret=_secret(settings.stripe_webhook_secret),
+            timeout=timeout,
+        )
+    if settings.paypal_client_id and settings.paypal_client_secret:
+        paypal = PayPalConfig(
+            client_id=settings.paypal_client_id,
+            client_secret=settings.paypal_client_secret.get_secret_value(),
+            api_base=settings.paypal_api_base,
+            webhook_id=settings.paypal_webhook_id,
+            timeout=timeout,
+        )
+    if settings.razorpay_key_id and settings.razorpay_key_secret:
+        razorpay = RazorpayConfig(
+            key_id=settings.razorpay_key_id,
+            key_secret=settings.razorpay_key_secret.get_secret_value(),
+            api_base=settings.razorpay_api_base,
+            webhook_secret=_secret(settings.razorpay_webhook_secret),
+            timeout=timeout,
+        )
+    if settings.authorizenet_api_login_id and settings.authorizenet_transaction_key:
+        authorizenet = AuthorizeNetConfig(
+            api_login_id=settings.authorizenet_api_login_id,
+            transaction_key=settings.authorizenet_transaction_key.get_secret_value(),
+            api_url=settings.authorizenet_api_url,
+            signature_key=_secret(settings.authorizenet_signature_key),
+            duplicate_window=settings.authorizenet_duplicate_window,
+            timeout=timeout,
+            currency=settings.authorizenet_currency,
+        )
+    return stripe, paypal, razorpay, authorizenet
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value else None
 
 
 def projection_database(env: dict[str, str]) -> Database:

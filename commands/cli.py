@@ -17,6 +17,7 @@ from uuid import UUID, uuid4
 import psycopg
 import redis
 import typer
+import uvicorn
 from eventsourcing.persistence import PersistenceError
 from pydantic import ValidationError
 from rich.console import Console
@@ -25,11 +26,13 @@ from rich.table import Table
 
 from commands import reports
 from commands.accounts import subscription_view
-from commands.bootstrap import bootstrap, projector
+from commands.bootstrap import bootstrap, projector, webhook_verifiers
 from commands.bus import GroupLost, answer_directly
 from commands.bus_app import asyncapi_document
 from commands.client import request
 from commands.demo import DemoReport, project, run_demo
+from commands.gateway_webhooks import GatewayWebhooks
+from commands.http_app import http_app
 from commands.node import Ticker, TickSummary, run_node
 from commands.quotes import preview_quote
 from commands.schemas import COMMAND_TYPES, PreviewQuote
@@ -41,6 +44,10 @@ from commands.settings import (
     sqlite_path,
 )
 from commands.streams import Streams
+from commands.webhook_deliveries import AttemptView, DeliveryStore
+from commands.webhook_handlers import webhook_endpoint
+from commands.webhook_signing import WebhookSigningKeyMissing, endpoint_secret
+from commands.webhooks import EndpointStatus, webhook_status
 from ledger.application import Ledger
 from ledger.catalog import Plan
 from ledger.clock import SystemClock
@@ -61,6 +68,11 @@ projections_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(projections_app, name="projections")
+webhooks_app = typer.Typer(
+    help="Outbound webhooks: how deliveries to each endpoint stand, signing secrets.",
+    no_args_is_help=True,
+)
+app.add_typer(webhooks_app, name="webhooks")
 console = Console()
 errors = Console(stderr=True)
 
@@ -441,6 +453,26 @@ def worker(database_url: DatabaseUrl = None) -> None:
         run_node(projections, SystemClock(), Settings(), ticks=False)
 
 
+@app.command()
+def http(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Serve HTTP until interrupted: the payment providers' webhooks at
+    POST /webhooks/{stripe,paypal,razorpay,authorizenet} (each needs its webhook secret
+    set: see the README), a health check at /health, the API's OpenAPI at /docs."""
+    verifiers = webhook_verifiers()
+    if not verifiers:
+        errors.print("no provider's webhook secret is set: every webhook will be answered 404")
+    with _projector(database_url) as projections:
+        projections.setup()  # webhooks find charges in the collections' tables
+        receiver = GatewayWebhooks(
+            projections.ledger, SystemClock(), verifiers, projections.database
+        )
+        uvicorn.run(http_app(receiver), host=host, port=port, log_level="info")
+
+
 @contextmanager
 def _group_kept() -> Iterator[None]:
     """A worker that lost its consumer group fails (exit 1), for its supervisor to see."""
@@ -584,3 +616,99 @@ def projections_rebuild(
     rate = f"{read / seconds:,.0f} events/s" if seconds else ""
     errors.print(f"rebuilt {name or 'every projection'}: {read:,} events in {seconds:.1f} s {rate}")
     reports.positions(console, statuses)
+
+
+@webhooks_app.command("status")
+def webhooks_status(
+    endpoint: Annotated[
+        UUID | None, typer.Option("--endpoint", help="List this endpoint's recent attempts.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many recent attempts.")] = 50,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Each webhook endpoint: its URL, deliveries delivered, pending and failed, the
+    oldest pending one and the last error; with --endpoint, its latest attempts."""
+    with _projector(database_url) as projections:
+        statuses = webhook_status(projections.ledger, projections.database)
+        chosen = [s for s in statuses if s.endpoint.endpoint_id == endpoint]
+        if endpoint is not None and not chosen:
+            raise _fail("not_found", f"no webhook endpoint {endpoint}")
+        store = DeliveryStore(projections.database)
+        attempts = store.recent_attempts(endpoint, limit) if endpoint else []
+    if as_json:
+        shown = chosen or statuses
+        _print_json(
+            [s.as_json() for s in shown]
+            if endpoint is None
+            else shown[0].as_json() | {"attempts": [a.as_json() for a in attempts]}
+        )
+        return
+    _show_endpoints(chosen or statuses)
+    if endpoint is not None:
+        _show_attempts(attempts)
+
+
+_COUNTS = ("delivered", "pending", "failed")
+
+
+def _show_endpoints(statuses: list[EndpointStatus]) -> None:
+    table = Table(title="Webhook endpoints")
+    for column in ("endpoint", "url", "events", "state", "delivered", "pending", "failed"):
+        table.add_column(column, justify="right" if column in _COUNTS else "left")
+    table.add_column("oldest pending")
+    table.add_column("last error")
+    for s in statuses:
+        e, c = s.endpoint, s.counts
+        table.add_row(
+            str(e.endpoint_id),
+            e.url,
+            ", ".join(e.event_types),
+            "enabled" if e.enabled else "disabled",
+            str(c.delivered),
+            str(c.pending),
+            str(c.failed),
+            f"{c.oldest_pending:%Y-%m-%d %H:%M:%S}" if c.oldest_pending else "-",
+            f"{s.last_error[0]:%Y-%m-%d %H:%M:%S} {s.last_error[1]}" if s.last_error else "-",
+        )
+    console.print(table)
+
+
+def _show_attempts(attempts: list[AttemptView]) -> None:
+    table = Table(title="Recent attempts, newest first")
+    for column in ("at", "event", "type", "customer", "attempt", "answer", "ms", "delivery"):
+        table.add_column(column)
+    for a in attempts:
+        state = a.delivery_status
+        if a.next_attempt_at is not None:
+            state += f", next {a.next_attempt_at:%Y-%m-%d %H:%M:%S}"
+        table.add_row(
+            f"{a.attempted_at:%Y-%m-%d %H:%M:%S}",
+            a.event_id,
+            a.event_type,
+            a.ordering_key,
+            str(a.attempt),
+            a.error or str(a.status_code),
+            str(a.duration_ms),
+            state,
+        )
+    console.print(table)
+
+
+@webhooks_app.command("secret")
+def webhooks_secret(
+    endpoint_id: Annotated[UUID, typer.Argument(help="The endpoint's id.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Print an endpoint's signing secret (derived from SUBLEDGER_WEBHOOK_SIGNING_KEY,
+    stored nowhere), for its receiver to verify deliveries with."""
+    with _ledger(database_url) as ledger:
+        try:
+            webhook_endpoint(ledger, endpoint_id)
+        except DomainError as refusal:
+            raise _fail(refusal.code, str(refusal)) from None
+    try:
+        secret = endpoint_secret(Settings().webhook_signing_key, endpoint_id)
+    except WebhookSigningKeyMissing as error:
+        raise _fail("webhook_signing_key_missing", str(error), 2) from None
+    _print_json({"endpoint_id": str(endpoint_id), "signing_secret": secret})

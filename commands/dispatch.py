@@ -24,6 +24,7 @@ from eventsourcing.persistence import IntegrityError, InterfaceError, Operationa
 from commands.handlers import HANDLERS, prefetch
 from commands.quotes import preview_quote
 from commands.schemas import Command, PreviewQuote
+from commands.webhook_handlers import REVEALED
 from ledger.application import Ledger
 from ledger.clock import Clock
 from ledger.errors import CommandIdReused, DomainError, TooManyConflicts
@@ -60,7 +61,7 @@ def handle(command: Command, ledger: Ledger, clock: Clock) -> dict[str, Any]:
                 command.command_id, command_type, digest, outcome.result, now
             )
             ledger.save(record, *outcome.changed)
-            return outcome.result
+            return _revealed(command, outcome.result)
         except IntegrityError:
             pass  # a duplicate, or a concurrent writer on the same aggregates: see below
         except DomainError as refusal:
@@ -75,7 +76,7 @@ def handle(command: Command, ledger: Ledger, clock: Clock) -> dict[str, Any]:
                 raise
         first = ledger.command_record(command.command_id)
         if first is not None:
-            return _again(first, command)
+            return _revealed(command, _again(first, command))
     raise TooManyConflicts(
         f"command {command.command_id!r} conflicted {MAX_ATTEMPTS} times with concurrent writers"
     )
@@ -123,7 +124,7 @@ def _staged_answer(
         if (query := QUERIES.get(type(command))) is not None:
             return query(command, ledger, now)  # recorded nowhere, whatever its id
         if first is not None:
-            return _again(first, command)
+            return _revealed(command, _again(first, command))
         command_type, digest = _identity(command)
         outcome = HANDLERS[type(command)](command, ledger, now)
         record = CommandRecord.handled(
@@ -132,7 +133,7 @@ def _staged_answer(
         stage.add(record, *outcome.changed)
         stage.keep()
         records[command.command_id] = record
-        return outcome.result
+        return _revealed(command, outcome.result)
     except DomainError as refusal:
         stage.drop()
         if refusal.final and first is None:
@@ -169,6 +170,13 @@ def _identity(command: Command) -> tuple[str, str]:
 def _rejected(command: Command, refusal: DomainError, at: datetime) -> CommandRecord:
     command_type, digest = _identity(command)
     return CommandRecord.rejected(command.command_id, command_type, digest, refusal, at)
+
+
+def _revealed(command: Command, result: dict[str, Any]) -> dict[str, Any]:
+    """The answer as replied: the recorded one, plus what is derived anew for each reply
+    and never recorded (a webhook endpoint's signing secret)."""
+    reveal = REVEALED.get(type(command))
+    return result if reveal is None else reveal(result)
 
 
 def _again(first: CommandRecord, command: Command) -> dict[str, Any]:

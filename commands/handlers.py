@@ -23,6 +23,8 @@ from commands.accounts import (
     money_view,
 )
 from commands.billing_handlers import BILLING_HANDLERS
+from commands.gateway_handlers import GATEWAY_HANDLERS
+from commands.webhook_handlers import WEBHOOK_HANDLERS
 from ledger.application import Ledger
 from ledger.billing import Mark
 from ledger.calendar import Interval
@@ -74,13 +76,13 @@ def register_customer(cmd: s.RegisterCustomer, ledger: Ledger, now: datetime) ->
     customer_id = cmd.customer_id or derived_id("customer", cmd.command_id)
     if ledger.exists(customer_id):
         raise CustomerAlreadyRegistered(f"customer {customer_id} is already registered")
-    customer = Customer.register(customer_id, cmd.email, cmd.name, cmd.currency, now)
+    customer = Customer.register(customer_id, cmd.email, cmd.name, cmd.currency, now, cmd.phone)
     return Outcome({"customer_id": str(customer.id)}, (customer,))
 
 
 def change_customer_contact(cmd: s.ChangeCustomerContact, ledger: Ledger, now: datetime) -> Outcome:
     customer = ledger.customer(cmd.customer_id)
-    customer.change_contact(cmd.email, cmd.name, now)
+    customer.change_contact(cmd.email, cmd.name, now, cmd.phone)
     return Outcome({"customer_id": str(customer.id)}, (customer,))
 
 
@@ -254,4 +256,6 @@ HANDLERS: dict[type[s.Command], Callable[[Any, Ledger, datetime], Outcome]] = {
     s.PauseSubscription: pause_subscription,
     s.ResumeSubscription: resume_subscription,
     **BILLING_HANDLERS,
+    **GATEWAY_HANDLERS,
+    **WEBHOOK_HANDLERS,
 }

@@ -29,6 +29,7 @@ from ledger.customers import Customer, PaymentMethod
 from ledger.idempotency import CommandRecord
 from ledger.invoices import Invoice
 from ledger.subscriptions import Subscription, SubscriptionStatus
+from ledger.webhook_endpoints import WebhookEndpoint
 
 
 class IntegrationEvent(TypedDict):
@@ -93,9 +94,14 @@ def to_json(value: object) -> Any:
     raise TypeError(f"no JSON form for {type(value).__name__} in an integration event")
 
 
+# Not published: the bus's own bookkeeping, and webhook endpoints (their URLs are not
+# every subscriber's business).
+UNPUBLISHED = (CommandRecord.Event, WebhookEndpoint.Event)
+
+
 def is_domain_event(event: object) -> TypeGuard[Aggregate.Event]:
-    """Whether a stored event is published: command records are the bus's own bookkeeping."""
-    return isinstance(event, Aggregate.Event) and not isinstance(event, CommandRecord.Event)
+    """Whether a stored event is published."""
+    return isinstance(event, Aggregate.Event) and not isinstance(event, UNPUBLISHED)
 
 
 def event_type(event: Aggregate.Event) -> str:

@@ -58,7 +58,7 @@ def _on_invoice(
     return save_retrying(ledger, f"invoice {invoice_id}", attempt)
 
 
-def _record_answer(
+def record_answer(
     invoice: Invoice,
     account: Account,
     attempt: int,
@@ -66,6 +66,7 @@ def _record_answer(
     at: datetime,
     policy: DunningPolicy,
 ) -> bool:
+    """Records a gateway's final answer to ``attempt`` on the invoice and its account."""
     if isinstance(outcome, Succeeded):
         return billing.record_payment_success(invoice, account.sub, attempt, outcome.reference, at)
     return billing.record_payment_failure(
@@ -121,7 +122,7 @@ def record_charges(
         accounts[sub.id] = account
         at = max(account.at, invoice.modified_on)
         recorded.append(
-            _record_answer(invoice, account, attempt, outcome, at, ledger.dunning_policy)
+            record_answer(invoice, account, attempt, outcome, at, ledger.dunning_policy)
         )
         # The invoice first: its answer comes before what it does to the subscription.
         for aggregate in (invoice, *account.changed()):
@@ -146,7 +147,7 @@ def record_charge(
     def act(invoice: Invoice, account: Account, at: datetime) -> bool:
         if isinstance(outcome, Pending):
             return invoice.record_processing(attempt, outcome.reference, at)
-        return _record_answer(invoice, account, attempt, outcome, at, ledger.dunning_policy)
+        return record_answer(invoice, account, attempt, outcome, at, ledger.dunning_policy)
 
     return _on_invoice(ledger, invoice_id, now, act)
 

@@ -1,5 +1,6 @@
 """What a production node runs: the bus worker and, every ``serve_interval`` seconds, a
-tick of the periodic work (projections, billing clock, payment processor, outbox).
+tick of the periodic work (projections, billing clock, payment processor, outbox,
+outbound webhooks).
 
 SIGTERM or SIGINT stops it cleanly: the batch of commands in hand is answered and
 acknowledged, the tick in hand finishes, then the process exits.
@@ -27,6 +28,7 @@ from commands.outbox import OutboxPublisher
 from commands.payments import PaymentProcessor, ProcessorReport
 from commands.settings import Settings
 from commands.streams import Streams
+from commands.webhooks import WebhookReport, Webhooks
 from ledger.clock import Clock
 from projections.runner import Projector
 
@@ -53,6 +55,7 @@ class TickSummary:
     due: TickReport | None
     payments: ProcessorReport | None
     published: int | None
+    webhooks: WebhookReport | None
 
     def line(self) -> str:
         due, paid, published = self.due, self.payments, self.published
@@ -69,6 +72,7 @@ class TickSummary:
                 "outbox failed"
                 if published is None
                 else f"{published} integration events published",
+                "webhooks failed" if self.webhooks is None else self.webhooks.line(),
             ]
         )
 
@@ -82,6 +86,15 @@ class Ticker:
         self.processor = PaymentProcessor(ledger, gateways(settings), projector.database, clock)
         client = redis.Redis.from_url(settings.redis_url)
         self.outbox = OutboxPublisher(ledger, client, clock, Streams(settings.bus_prefix))
+        self.webhooks = Webhooks(
+            ledger,
+            projector.database,
+            client,
+            clock,
+            Streams(settings.bus_prefix),
+            settings.webhook_signing_key,
+            settings.webhook_timeout,
+        )
 
     def tick(self) -> TickSummary:
         """One tick; a part that fails is logged and the others still run."""
@@ -89,6 +102,7 @@ class Ticker:
             _attempt("billing clock", self.billing_clock.tick),
             _attempt("payment processor", self.processor.run),
             _attempt("outbox", self.outbox.run),
+            _attempt("webhooks", self.webhooks.run),
         )
 
 

@@ -19,6 +19,8 @@ CommandId = Annotated[str, Field(min_length=1, max_length=200)]
 # A Redis stream key of our own choosing: printable, no spaces, not one of ours.
 StreamName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[!-~]+$")]
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+# E.164; some gateways (Razorpay) need the payer's phone to charge.
+Phone = Annotated[str, Field(pattern=r"^\+[1-9][0-9]{7,14}$", examples=["+919876543210"])]
 PlanCode = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 IntervalText = Annotated[str, Field(min_length=3, max_length=20, examples=["month", "3 months"])]
 CouponCode = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -99,6 +101,7 @@ class RegisterCustomer(Command):
     email: Annotated[str, Field(max_length=320)]
     name: Annotated[str, Field(max_length=200)]
     currency: CurrencyCode
+    phone: Phone | None = None
 
 
 class AddPaymentMethod(Command):
@@ -128,6 +131,7 @@ class ChangeCustomerContact(Command):
     customer_id: UUID
     email: Annotated[str, Field(max_length=320)]
     name: Annotated[str, Field(max_length=200)]
+    phone: Phone | None = Field(None, description="none: the phone on file stays")
 
 
 class SwitchDefaultPaymentMethod(Command):
@@ -285,6 +289,70 @@ class PreviewQuote(Command):
         return self
 
 
+class SettlePayment(Command):
+    """A gateway's late answer to a payment attempt it settles later (a bank debit, a
+    review), as its webhook tells it; the HTTP webhook receiver sends it."""
+
+    type: Literal["invoice.settle_payment"] = "invoice.settle_payment"
+    invoice_id: UUID
+    attempt: Annotated[int, Field(strict=True, ge=1)]
+    outcome: Literal["succeeded", "failed"]
+    reference: Annotated[str, Field(min_length=1, max_length=200)]
+    code: Annotated[str, Field(min_length=1, max_length=100)] = "payment_failed"
+    message: Annotated[str, Field(max_length=500)] = ""
+
+
+class RecordGatewayRefund(Command):
+    """A refund the gateway made: one of ours it answers by webhook (``refund_number``),
+    or one made in the gateway's own dashboard (no number: recorded as a credit note
+    refunded at once)."""
+
+    type: Literal["invoice.record_gateway_refund"] = "invoice.record_gateway_refund"
+    invoice_id: UUID
+    reference: Annotated[str, Field(min_length=1, max_length=200)]
+    amount: MinorUnits
+    currency: CurrencyCode
+    refund_number: Annotated[int, Field(strict=True, ge=1)] | None = None
+    reason: Annotated[str, Field(max_length=200)] = "refunded at the gateway"
+
+
+class RecordDispute(Command):
+    """A dispute (chargeback) of an invoice's payment, as the gateway reports it: opened,
+    then won (the money stays) or lost (recorded as a refund of ``amount``)."""
+
+    type: Literal["invoice.record_dispute"] = "invoice.record_dispute"
+    invoice_id: UUID
+    reference: Annotated[str, Field(min_length=1, max_length=200)]
+    status: Literal["opened", "won", "lost"]
+    amount: MinorUnits
+    currency: CurrencyCode
+    reason: Annotated[str, Field(max_length=200)] = ""
+
+
+class RegisterWebhook(Command):
+    """Registers an endpoint that integration events of ``event_types`` are POSTed to,
+    signed (docs/webhooks.md); its id is derived from the command id unless given. The
+    reply carries the endpoint's signing secret."""
+
+    type: Literal["webhook.register"] = "webhook.register"
+    endpoint_id: UUID | None = None
+    url: Annotated[
+        str, Field(min_length=1, max_length=2000, examples=["https://crm.example/hooks"])
+    ]
+    event_types: Annotated[
+        list[Annotated[str, Field(max_length=100)]],
+        Field(min_length=1, max_length=200, description="types, families (invoice.*) or ['*']"),
+    ]
+    description: Annotated[str, Field(max_length=200)] = ""
+
+
+class DisableWebhook(Command):
+    """Stops deliveries to an endpoint, for good."""
+
+    type: Literal["webhook.disable"] = "webhook.disable"
+    endpoint_id: UUID
+
+
 AnyCommand = Annotated[
     RegisterPlan
     | AddPrice
@@ -305,7 +373,12 @@ AnyCommand = Annotated[
     | SetTaxRate
     | RefundInvoice
     | VoidInvoice
-    | PreviewQuote,
+    | SettlePayment
+    | RecordGatewayRefund
+    | RecordDispute
+    | PreviewQuote
+    | RegisterWebhook
+    | DisableWebhook,
     Field(discriminator="type"),
 ]
 command_adapter: TypeAdapter[AnyCommand] = TypeAdapter(AnyCommand)

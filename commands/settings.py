@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledger.dunning import DunningPolicy, ExhaustedAction
@@ -39,12 +39,52 @@ class Settings(BaseSettings):
     bus_max_deliveries: int = Field(5, ge=1)
     # This worker's consumer name in the group (default: host and process id).
     bus_consumer: str | None = None
+    # Outbound webhooks: the key each endpoint's signing secret is derived from (none:
+    # deliveries wait), and seconds an endpoint has to answer a delivery.
+    webhook_signing_key: SecretStr | None = None
+    webhook_timeout: float = Field(10.0, gt=0, le=60)
+    # Payment gateways beside the sandbox: each is on when its keys are set. Webhook
+    # secrets are only needed to receive its webhooks (`subledger http`).
+    gateway_timeout: float = Field(30.0, gt=0, le=120)
+    stripe_api_key: SecretStr | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_webhook_secret: SecretStr | None = None
+    paypal_client_id: str | None = None
+    paypal_client_secret: SecretStr | None = None
+    paypal_api_base: str = "https://api-m.paypal.com"
+    paypal_webhook_id: str | None = None
+    razorpay_key_id: str | None = None
+    razorpay_key_secret: SecretStr | None = None
+    razorpay_api_base: str = "https://api.razorpay.com"
+    razorpay_webhook_secret: SecretStr | None = None
+    authorizenet_api_login_id: str | None = None
+    authorizenet_transaction_key: SecretStr | None = None
+    authorizenet_api_url: str = "https://api.authorize.net/xml/v1/request.api"
+    authorizenet_signature_key: SecretStr | None = None
+    authorizenet_duplicate_window: int = Field(28_800, ge=0, le=28_800)
+    authorizenet_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
 
     @field_validator("dunning_retry_days")
     @classmethod
     def _retry_days_make_a_policy(cls, value: str) -> str:
         DunningPolicy(_days(value))  # raises ValueError, reported as a settings error
         return value
+
+    @model_validator(mode="after")
+    def _gateways_have_both_keys(self) -> Settings:
+        """An id without its secret (or the reverse) is a mistake, not a gateway off."""
+        pairs = {
+            "PAYPAL_CLIENT_ID/SECRET": (self.paypal_client_id, self.paypal_client_secret),
+            "RAZORPAY_KEY_ID/SECRET": (self.razorpay_key_id, self.razorpay_key_secret),
+            "AUTHORIZENET_API_LOGIN_ID/TRANSACTION_KEY": (
+                self.authorizenet_api_login_id,
+                self.authorizenet_transaction_key,
+            ),
+        }
+        for name, (identity, secret) in pairs.items():
+            if bool(identity) != bool(secret):
+                raise ValueError(f"SUBLEDGER_{name}: set both or neither")
+        return self
 
     def dunning_policy(self) -> DunningPolicy:
         return DunningPolicy(

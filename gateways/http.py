@@ -17,13 +17,16 @@ from gateways.port import RetryableError
 MAX_RETRY_AFTER = 60.0
 
 
-def retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+def retry_after(
+    value: str | None, now: datetime | None = None, longest: float = MAX_RETRY_AFTER
+) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), at most
+    ``longest``."""
     if not value:
         return None
     value = value.strip()
     if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER)
+        return min(float(value), longest)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -31,7 +34,7 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+    return min(max(seconds, 0.0), longest)
 
 
 def send(

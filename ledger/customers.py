@@ -25,6 +25,8 @@ from ledger.money import Money, exponent
 from ledger.tax import TaxRate
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# E.164, which gateways that want a phone (Razorpay's "contact") accept.
+_PHONE = re.compile(r"^\+[1-9][0-9]{7,14}$")
 
 
 def passes_luhn(digits: str) -> bool:
@@ -76,14 +78,15 @@ class PaymentMethod:
 
 
 class Customer(Aggregate):
-    # Version 2 added ``tax_rate``: older snapshots are upcast on loading.
-    class_version = 2
+    # Version 2 added ``tax_rate``, version 3 ``phone``: older snapshots are upcast.
+    class_version = 3
 
     # State set by the events' apply(); under TYPE_CHECKING because eventsourcing would
     # turn class annotations into constructor fields.
     if TYPE_CHECKING:
         email: str
         name: str
+        phone: str | None
         currency: str
         payment_methods: dict[str, PaymentMethod]
         payment_methods_added_at: dict[str, datetime]
@@ -95,14 +98,21 @@ class Customer(Aggregate):
     def upcast_v1_v2(state: dict[str, object]) -> None:
         state["tax_rate"] = None
 
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, object]) -> None:
+        state["phone"] = None
+
     class Registered(Aggregate.Created):
         email: str
         name: str
         currency: str
+        # Added later with a default: events stored before it read as None.
+        phone: str | None = None
 
         def apply(self, customer: Customer) -> None:
             customer.email = self.email
             customer.name = self.name
+            customer.phone = self.phone
             customer.currency = self.currency
             customer.payment_methods = {}
             customer.payment_methods_added_at = {}
@@ -113,10 +123,12 @@ class Customer(Aggregate):
     class ContactChanged(Aggregate.Event):
         email: str
         name: str
+        phone: str | None = None  # as in Registered
 
         def apply(self, customer: Customer) -> None:
             customer.email = self.email
             customer.name = self.name
+            customer.phone = self.phone
 
     class PaymentMethodAdded(Aggregate.Event):
         method: PaymentMethod
@@ -148,18 +160,34 @@ class Customer(Aggregate):
             customer.tax_rate = self.tax_rate
 
     @classmethod
-    def register(cls, id: UUID, email: str, name: str, currency: str, at: datetime) -> Customer:
-        _check_contact(email, name)
+    def register(
+        cls,
+        id: UUID,
+        email: str,
+        name: str,
+        currency: str,
+        at: datetime,
+        phone: str | None = None,
+    ) -> Customer:
+        _check_contact(email, name, phone)
         exponent(currency)
         return cls._create(
-            cls.Registered, id=id, timestamp=at, email=email, name=name, currency=currency
+            cls.Registered,
+            id=id,
+            timestamp=at,
+            email=email,
+            name=name,
+            currency=currency,
+            phone=phone,
         )
 
-    def change_contact(self, email: str, name: str, at: datetime) -> None:
-        _check_contact(email, name)
-        if (email, name) == (self.email, self.name):
+    def change_contact(self, email: str, name: str, at: datetime, phone: str | None = None) -> None:
+        """New contact data; a ``phone`` of None keeps the one on file."""
+        phone = phone or self.phone
+        _check_contact(email, name, phone)
+        if (email, name, phone) == (self.email, self.name, self.phone):
             return  # nothing changed: nothing to record
-        self.trigger_event(self.ContactChanged, timestamp=at, email=email, name=name)
+        self.trigger_event(self.ContactChanged, timestamp=at, email=email, name=name, phone=phone)
 
     def add_payment_method(self, method: PaymentMethod, make_default: bool, at: datetime) -> None:
         if method.id in self.payment_methods:
@@ -213,8 +241,10 @@ class Customer(Aggregate):
         return None if method.is_expired(at) else method
 
 
-def _check_contact(email: str, name: str) -> None:
+def _check_contact(email: str, name: str, phone: str | None) -> None:
     if not _EMAIL.match(email):
         raise InvalidCustomer(f"{email!r} is not an email address")
     if not name.strip():
         raise InvalidCustomer("a customer needs a name")
+    if phone is not None and not _PHONE.match(phone):
+        raise InvalidCustomer(f"{phone!r} is not a phone number (E.164: +, then 8-15 digits)")

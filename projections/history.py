@@ -280,6 +280,25 @@ def _invoice_entry(
             currency=due.currency,
             amount=due.amount,
         )
+    if isinstance(event, Invoice.PaymentProcessing):
+        return Entry(
+            "invoice.payment_processing",
+            f"Payment of {due!s} for {number} is processing at the gateway "
+            f"(attempt {event.attempt}, {event.reference})",
+            currency=due.currency,
+            amount=due.amount,
+        )
+    if isinstance(event, Invoice.DisputeOpened):
+        return Entry(
+            "invoice.dispute_opened",
+            f"Payment for {number} disputed ({event.reference}"
+            f"{', ' + event.reason if event.reason else ''}): {event.amount!s} held",
+            currency=event.amount.currency,
+            amount=event.amount.amount,
+        )
+    if isinstance(event, Invoice.DisputeClosed):
+        decided = "won: the payment stands" if event.won else "lost: the payment is refunded"
+        return Entry("invoice.dispute_closed", f"Dispute {event.reference} on {number} {decided}")
     if isinstance(event, Invoice.PaymentFailed):
         retry = f"retry on {event.next_retry_at:%Y-%m-%d}" if event.next_retry_at else "no retry"
         return Entry(
@@ -334,7 +353,10 @@ CUSTOMER_EVENTS = frozenset(
     }
 )
 # A payment request is not in the history: its answer is.
-HISTORY_INVOICE_EVENTS = INVOICE_EVENTS - {Invoice.PaymentRequested}
+HISTORY_INVOICE_EVENTS = (INVOICE_EVENTS - {Invoice.PaymentRequested}) | {
+    Invoice.DisputeOpened,
+    Invoice.DisputeClosed,
+}
 _REFUND_ANSWERS = (Invoice.RefundSucceeded, Invoice.RefundFailed)
 
 

@@ -53,8 +53,10 @@ class Shop:
         self.send(s.AddPrice, plan_code="pro", currency="EUR", amount=2000, trial_days=14)
         self.send(s.AddPrice, plan_code="pro", currency="EUR", amount=20000, interval="year")
 
-    def customer(self, with_card: bool = True) -> UUID:
-        result = self.send(s.RegisterCustomer, email="ann@example.com", name="Ann", currency="EUR")
+    def customer(self, with_card: bool = True, phone: str | None = None) -> UUID:
+        result = self.send(
+            s.RegisterCustomer, email="ann@example.com", name="Ann", currency="EUR", phone=phone
+        )
         customer_id = UUID(result["customer_id"])
         if with_card:
             self.card(customer_id)

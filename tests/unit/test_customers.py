@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 from uuid import uuid4
 
 import pytest
 
+from ledger.application import Ledger
 from ledger.customers import Customer, PaymentMethod, looks_like_card_number, passes_luhn
 from ledger.errors import (
     CardNumberNotAllowed,
@@ -275,11 +278,12 @@ def test_a_tax_rate_applies_to_future_invoices_and_is_recorded_only_when_it_chan
     assert customer.tax_rate is None
 
 
-def test_a_snapshot_taken_before_tax_rates_loads_without_one() -> None:
+def test_a_snapshot_taken_before_tax_rates_and_phones_loads_without_them() -> None:
     customer = ada()
     customer.adjust_credit(eur(500), "goodwill", JAN)
     snapshot = Customer.Snapshot.take(customer)
-    state = {k: v for k, v in snapshot.state.items() if k not in ("tax_rate", "class_version")}
+    dropped = ("tax_rate", "phone", "class_version")
+    state = {k: v for k, v in snapshot.state.items() if k not in dropped}
     old = Customer.Snapshot(
         originator_id=snapshot.originator_id,
         originator_version=snapshot.originator_version,
@@ -289,4 +293,35 @@ def test_a_snapshot_taken_before_tax_rates_loads_without_one() -> None:
     )
     loaded = old.mutate(None)
     assert isinstance(loaded, Customer)
-    assert (loaded.tax_rate, loaded.credit_balance) == (None, eur(500))
+    assert (loaded.tax_rate, loaded.phone, loaded.credit_balance) == (None, None, eur(500))
+
+
+def test_a_phone_is_kept_until_changed_and_must_be_e164() -> None:
+    customer = Customer.register(uuid4(), "ada@example.com", "Ada", "INR", JAN, "+919876543210")
+    customer.change_contact("ada@analytical.engine", "Ada King", JAN)
+
+    assert customer.phone == "+919876543210"
+    customer.change_contact("ada@analytical.engine", "Ada King", JAN, "+14155550100")
+    assert customer.phone == "+14155550100"
+    with pytest.raises(InvalidCustomer):
+        customer.change_contact("ada@analytical.engine", "Ada King", JAN, "555-0100")
+
+
+def test_contact_events_stored_before_phones_existed_still_load() -> None:
+    customer = ada()
+    customer.change_contact("ada@analytical.engine", "Ada King", JAN)
+    ledger = Ledger(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    stored = []
+    for event in customer.collect_events():
+        record = ledger.mapper.to_stored_event(event)
+        state = ledger.mapper.transcoder.decode(record.state)
+        del state["phone"]  # the shape these events had before
+        stored.append(replace(record, state=ledger.mapper.transcoder.encode(state)))
+
+    rebuilt: Any = None
+    for record in stored:
+        loaded: Any = ledger.mapper.to_domain_event(record)
+        rebuilt = loaded.mutate(rebuilt)
+
+    assert isinstance(rebuilt, Customer)
+    assert (rebuilt.email, rebuilt.phone) == ("ada@analytical.engine", None)

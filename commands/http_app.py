@@ -1,0 +1,53 @@
+"""The HTTP face of the ledger (``subledger http``): for now the payment providers'
+webhooks, ``POST /webhooks/{gateway}``, and a health check.
+
+Handlers run the synchronous ledger in FastAPI's thread pool; the raw body is read as
+bytes, because signatures are computed over the exact bytes the provider sent.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from commands.gateway_webhooks import GatewayWebhooks
+
+# Providers' webhook bodies are a few kilobytes; anything far larger is not one.
+MAX_WEBHOOK_BYTES = 1_000_000
+
+
+def http_app(webhooks: GatewayWebhooks) -> FastAPI:
+    app = FastAPI(
+        title="subledger",
+        summary="Payment providers' webhooks into the subscription ledger.",
+        version="0.1.0",
+    )
+
+    @app.get("/health")
+    def health() -> dict[str, object]:
+        return {"status": "ok", "webhooks": sorted(webhooks.verifiers)}
+
+    @app.post(
+        "/webhooks/{gateway}",
+        responses={
+            400: {"description": "forged, altered, stale or unreadable: nothing was done"},
+            404: {"description": "no webhook secret is configured for this gateway"},
+            413: {"description": "the body is too large to be a webhook"},
+            503: {"description": "the ledger is unreachable: the provider should send it again"},
+        },
+    )
+    async def webhook(gateway: str, request: Request) -> JSONResponse:
+        """A provider's delivery: verified, then recorded once (by its event id)."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_WEBHOOK_BYTES:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_WEBHOOK_BYTES:
+                return JSONResponse({"error": "body too large"}, status_code=413)
+        answer = await run_in_threadpool(webhooks.receive, gateway, dict(request.headers), body)
+        return JSONResponse(answer.body, status_code=answer.status)
+
+    return app
