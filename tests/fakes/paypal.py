@@ -32,8 +32,7 @@ import time
 import uuid
 import zlib
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -61,17 +60,6 @@ class Call:
     path: str
     headers: dict[str, str]  # lower-case names
     body: Any  # parsed JSON, the form as a dict, or None
-
-
-@contextmanager
-def paypal_server() -> Iterator[HTTPServer]:
-    """A threaded local server (a timeout fault must not hold up the next request)."""
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class FakePayPal:

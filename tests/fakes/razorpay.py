@@ -28,8 +28,6 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -114,19 +112,6 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 def _collection(items: list[dict[str, Any]]) -> Response:
     return _json({"entity": "collection", "count": len(items), "items": items})
-
-
-@contextmanager
-def serving() -> Iterator[HTTPServer]:
-    """A threaded local server (a request that sleeps must not hold up the next one); one
-    per test module, as stopping one takes half a second."""
-    server = HTTPServer(host="127.0.0.1", threaded=True)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.clear()
-        server.stop()
 
 
 class FakeRazorpay:

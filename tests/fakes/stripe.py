@@ -19,8 +19,6 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import count
 from typing import Any
@@ -331,16 +329,3 @@ def _json(status: int, body: dict[str, Any]) -> Response:
     return Response(
         json.dumps(body), status, {"Request-Id": "req_fake"}, content_type="application/json"
     )
-
-
-@contextmanager
-def stripe_server() -> Iterator[HTTPServer]:
-    """A threaded local server for fakes, stopped afterwards. Stopping takes half a
-    second: share one between tests (each ``FakeStripe(server)`` starts afresh)."""
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.clear()
-        server.stop()

@@ -17,7 +17,8 @@ from pytest_httpserver import HTTPServer
 
 from gateways.paypal import PayPalGateway
 from ledger.invoices import Invoice, InvoiceStatus, payment_key, period_invoice_id
-from tests.fakes.paypal import FakePayPal, paypal_server
+from tests.fakes import threaded_server
+from tests.fakes.paypal import FakePayPal
 from tests.integration.conftest import Shop
 
 RENEWAL = datetime(2025, 2, 28, 9, tzinfo=UTC)
@@ -25,7 +26,7 @@ RENEWAL = datetime(2025, 2, 28, 9, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[HTTPServer]:
-    with paypal_server() as server:
+    with threaded_server() as server:
         yield server
 
 

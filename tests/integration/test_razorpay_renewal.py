@@ -13,7 +13,8 @@ from pytest_httpserver import HTTPServer
 
 from gateways.razorpay import NOTE_KEY, RazorpayGateway, receipt_for
 from ledger.invoices import Invoice, InvoiceStatus, payment_key, period_invoice_id
-from tests.fakes.razorpay import FakeRazorpay, serving
+from tests.fakes import threaded_server
+from tests.fakes.razorpay import FakeRazorpay
 from tests.integration.conftest import Shop
 
 TOKEN = "token_AnnVisa4242"
@@ -27,7 +28,7 @@ def on(month: int, day: int, hour: int = 9) -> datetime:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[HTTPServer]:
-    with serving() as server:
+    with threaded_server() as server:
         yield server
 
 

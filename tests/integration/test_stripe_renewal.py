@@ -16,7 +16,8 @@ from pytest_httpserver import HTTPServer
 
 from gateways.stripe import StripeConfig, StripeGateway
 from ledger.invoices import Invoice, InvoiceStatus, payment_key, period_invoice_id
-from tests.fakes.stripe import API_KEY, FakeStripe, stripe_server
+from tests.fakes import threaded_server
+from tests.fakes.stripe import API_KEY, FakeStripe
 from tests.integration.conftest import Shop
 
 CUSTOMER = "cus_Ann"
@@ -25,7 +26,7 @@ RENEWAL = datetime(2025, 2, 28, 9, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[HTTPServer]:
-    with stripe_server() as running:
+    with threaded_server() as running:
         yield running
 
 

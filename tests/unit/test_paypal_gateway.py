@@ -22,7 +22,8 @@ from gateways.port import (
     Succeeded,
 )
 from ledger.money import Money
-from tests.fakes.paypal import CLIENT_ID, CLIENT_SECRET, FAST_TIMEOUT, FakePayPal, paypal_server
+from tests.fakes import threaded_server
+from tests.fakes.paypal import CLIENT_ID, CLIENT_SECRET, FAST_TIMEOUT, FakePayPal
 
 KEY = "0b7c6a9e-6f43-4a5e-9d7e-2f1c3b4a5d6e:payment:1"
 REFUND_KEY = "0b7c6a9e-6f43-4a5e-9d7e-2f1c3b4a5d6e:refund:1"
@@ -43,7 +44,7 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[HTTPServer]:
-    with paypal_server() as server:
+    with threaded_server() as server:
         yield server
 
 

@@ -15,12 +15,12 @@ from pytest_httpserver import HTTPServer
 from gateways.paypal import PayPalConfig, PayPalWebhooks
 from gateways.webhooks import ProviderEvent, WebhookRejected
 from ledger.money import Money
+from tests.fakes import threaded_server
 from tests.fakes.paypal import (
     CLIENT_SECRET,
     FAST_TIMEOUT,
     WEBHOOK_ID,
     FakePayPal,
-    paypal_server,
 )
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -32,7 +32,7 @@ CAPTURE = "3C000000000000002"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[HTTPServer]:
-    with paypal_server() as server:
+    with threaded_server() as server:
         yield server
 
 

@@ -21,7 +21,8 @@ from gateways.port import (
 )
 from gateways.razorpay import NOTE_KEY, RazorpayGateway, decline_code, receipt_for
 from ledger.money import Money
-from tests.fakes.razorpay import KEY_ID, KEY_SECRET, WEBHOOK_SECRET, FakeRazorpay, serving
+from tests.fakes import threaded_server
+from tests.fakes.razorpay import KEY_ID, KEY_SECRET, WEBHOOK_SECRET, FakeRazorpay
 
 KEY = "3f2b8c1e-7d4a-4f6e-9a0b-1c2d3e4f5a6b:payment:1"
 REFUND_KEY = "3f2b8c1e-7d4a-4f6e-9a0b-1c2d3e4f5a6b:refund:1"
@@ -31,7 +32,7 @@ PHONE = "+919876543210"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[HTTPServer]:
-    with serving() as server:
+    with threaded_server() as server:
         yield server
 
 

@@ -16,7 +16,8 @@ from gateways.port import ChargeRequest, Succeeded
 from gateways.razorpay import NOTE_KEY, RazorpayConfig, RazorpayGateway, RazorpayWebhooks
 from gateways.webhooks import ProviderEvent, WebhookRejected
 from ledger.money import Money
-from tests.fakes.razorpay import WEBHOOK_SECRET, FakeRazorpay, serving
+from tests.fakes import threaded_server
+from tests.fakes.razorpay import WEBHOOK_SECRET, FakeRazorpay
 
 NOW = datetime(2025, 3, 1, 12, tzinfo=UTC)
 KEY = "3f2b8c1e-7d4a-4f6e-9a0b-1c2d3e4f5a6b:payment:1"
@@ -230,7 +231,7 @@ def test_a_payment_without_our_notes_has_no_key() -> None:
 
 @pytest.fixture
 def fake() -> Iterator[FakeRazorpay]:
-    with serving() as server:
+    with threaded_server() as server:
         yield FakeRazorpay(server)
 
 

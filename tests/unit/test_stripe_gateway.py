@@ -23,7 +23,8 @@ from gateways.port import (
 )
 from gateways.stripe import StripeConfig, StripeGateway, from_stripe_amount, to_stripe_amount
 from ledger.money import Money
-from tests.fakes.stripe import API_KEY, PROCESSING, FakeStripe, stripe_server
+from tests.fakes import threaded_server
+from tests.fakes.stripe import API_KEY, PROCESSING, FakeStripe
 
 KEY = "0b6f4d7e-8a52-4c1b-9f0e-3d2a1c5b7e90:payment:1"
 CUSTOMER = "cus_Ann"
@@ -31,7 +32,7 @@ CUSTOMER = "cus_Ann"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[HTTPServer]:
-    with stripe_server() as running:
+    with threaded_server() as running:
         yield running
 
 
