@@ -482,6 +482,12 @@ class Invoice(Aggregate):
             raise RefundExceedsPaid(
                 f"{amount} is more than the {self.refundable} left to refund on {self.number}"
             )
+        return self._credit_note(amount, reason, at)
+
+    def _credit_note(self, amount: Money, reason: str, at: datetime) -> RefundRequest:
+        """Requests the next refund of the payment (checked by the caller)."""
+        assert self.paid_by is not None
+        assert self.payment_reference is not None
         number = self.refunds + 1
         request = RefundRequest(
             number=number,
@@ -541,18 +547,7 @@ class Invoice(Aggregate):
             raise RefundExceedsPaid(f"{amount} is more than the {most} paid on {self.number}")
 
     def _refund_at_once(self, reference: str, amount: Money, reason: str, at: datetime) -> None:
-        # Only called after _check_refund: narrows the types.
-        assert self.paid_by is not None
-        assert self.payment_reference is not None
-        number = self.refunds + 1
-        request = RefundRequest(
-            number=number,
-            amount=amount,
-            gateway=self.paid_by.gateway,
-            charge_reference=self.payment_reference,
-            idempotency_key=refund_key(self.id, number),
-        )
-        self.trigger_event(self.RefundRequested, timestamp=at, request=request, reason=reason)
+        number = self._credit_note(amount, reason, at).number
         self.trigger_event(self.RefundSucceeded, timestamp=at, number=number, reference=reference)
 
     def record_refund(self, number: int, reference: str, at: datetime) -> bool:
