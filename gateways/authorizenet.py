@@ -80,7 +80,6 @@ _CHARGE_SUCCEEDED = frozenset(
         "updatingSettlement",
         "approvedReview",
         # The charge was taken; what happened to the money later is a refund or a dispute.
-        "voided",
         "couldNotVoid",
         "chargeback",
         "chargebackReversal",
@@ -322,14 +321,19 @@ class AuthorizeNetGateway:
             return self._void(request)
         if status not in _CHARGE_SUCCEEDED:
             return Declined("charge_not_found", f"The charge did not succeed ({status}).")
-        payment = _refund_payment(charge.get("payment"))
-        if payment is None:
-            return _malformed("transaction details without the payment's last digits")
+        # On the customer profile when the charge was, so that the customer's transaction
+        # list shows the refund (how find_refund finds it once settled); else on the card.
+        account = _refund_profile(charge.get("profile"))
+        if account is None:
+            payment = _refund_payment(charge.get("payment"))
+            if payment is None:
+                return _malformed("transaction details without the payment's last digits")
+            account = {"payment": payment}
         transaction = {
             "transactionType": "refundTransaction",
             "amount": _decimal(request.amount),
             "currencyCode": request.amount.currency,
-            "payment": payment,
+            **account,
             "refTransId": request.charge_reference,
             "order": {"invoiceNumber": short_id(request.idempotency_key)},
         }
@@ -364,13 +368,22 @@ class AuthorizeNetGateway:
         charged = _money(charge.get("authAmount"), request.amount.currency)
         if charge.get("transactionStatus") == "voided" and charged == request.amount:
             return Succeeded(request.charge_reference, request.amount)
-        profile = charge.get("profile")
+        profile = _refund_profile(charge.get("profile"))
         customer = None
-        if isinstance(profile, dict) and profile.get("customerProfileId"):
-            customer = {"customerProfileId": str(profile["customerProfileId"])}
-        return self._find(
+        if profile is not None:
+            customer = {"customerProfileId": profile["profile"]["customerProfileId"]}
+        found = self._find(
             short_id(request.idempotency_key), request.amount, customer, _refund_outcome
         )
+        if (
+            found is None
+            and customer is None
+            and charge.get("transactionStatus") not in (_UNSETTLED_CHARGE)
+        ):
+            # A refund on the card settles out of the unsettled list and into no list we
+            # can search by it: "none" would be a guess, and a second refund its price.
+            raise GatewayUnavailable("a settled refund on a card cannot be looked up")
+        return found
 
     # Requests
 
@@ -581,8 +594,9 @@ class AuthorizeNetGateway:
                 raise GatewayUnavailable("Authorize.net listed transactions in an unknown shape")
             found.extend(t for t in transactions if isinstance(t, dict))
             if len(transactions) < _PAGE:
-                break
-        return found
+                return found
+        # Not among the newest: it may still be there, so "none" would be a guess.
+        raise GatewayUnavailable(f"not among the newest {_PAGE * _MAX_PAGES} transactions")
 
 
 def _charge_outcome(
@@ -595,7 +609,9 @@ def _charge_outcome(
         return Succeeded(reference, amount)
     if status in _CHARGE_PENDING:
         return Pending(reference, amount)
-    if status in _FAILED:
+    # A charge voided before it settled: a hold for review the merchant declined (our own
+    # voids refund charges whose success was recorded, never looked up again).
+    if status in _FAILED or status == "voided":
         return _failed(reference, status, reason)
     return None
 
@@ -616,6 +632,21 @@ def _refund_outcome(
 def _failed(reference: str, status: Any, reason: Any) -> Declined:
     code = _reason_code(str(reason)) if reason not in (None, "") else "card_declined"
     return Declined(code, f"Authorize.net recorded the transaction as {status}.", reference)
+
+
+def _refund_profile(profile: Any) -> dict[str, Any] | None:
+    """The customer profile a charge was made on, as a refund names it, if it was."""
+    if not isinstance(profile, dict):
+        return None
+    customer, payment = profile.get("customerProfileId"), profile.get("customerPaymentProfileId")
+    if not customer or not payment:
+        return None
+    return {
+        "profile": {
+            "customerProfileId": str(customer),
+            "paymentProfile": {"paymentProfileId": str(payment)},
+        }
+    }
 
 
 def _refund_payment(payment: Any) -> dict[str, Any] | None:

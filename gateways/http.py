@@ -50,6 +50,11 @@ def send(
         )
     except httpx.TransportError as error:
         return RetryableError("network_error", f"{_where(url)} unreachable: {type(error).__name__}")
+    except httpx.DecodingError:
+        # A body its Content-Encoding cannot decode (a proxy's doing): no answer to read.
+        return RetryableError("malformed_response", f"{_where(url)} sent an undecodable body")
+    except httpx.RequestError as error:  # redirects without end, and the like
+        return RetryableError("network_error", f"{_where(url)}: {type(error).__name__}")
     if response.status_code == 429:
         return RetryableError(
             "rate_limited",

@@ -70,7 +70,6 @@ _T = TypeVar("_T")
 NOTE_KEY = "subledger_key"  # our idempotency key, in the notes of what we create
 REFUNDS_PAGE = 100  # the most Razorpay lists at once
 
-_PAID = frozenset({"captured", "refunded"})  # a refunded payment was captured first
 _FAILED = "failed"
 # Razorpay's error reasons that have a code of ours; others keep their own name.
 _DECLINE_CODES = {
@@ -186,6 +185,7 @@ class _Payment:
     created_at: int
     reason: str | None
     description: str | None
+    captured: bool
 
     @classmethod
     def of(cls, entity: Mapping[str, Any]) -> _Payment:
@@ -198,14 +198,30 @@ class _Payment:
             created_at=_integer(entity, "created_at", 0),
             reason=_optional_text(entity, "error_reason"),
             description=_optional_text(entity, "error_description"),
+            captured=entity.get("captured") is True,
         )
 
+    @property
+    def paid(self) -> bool:
+        """The money was collected: captured (and maybe refunded since)."""
+        return self.status == "captured" or (self.status == "refunded" and self.captured)
+
+    @property
+    def failed(self) -> bool:
+        """No money was collected: failed, or refunded by Razorpay without ever being
+        captured (an authorization left past the capture window, a duplicate payment on
+        a paid order: Razorpay's automatic refunds)."""
+        return self.status == _FAILED or (self.status == "refunded" and not self.captured)
+
     def answer(self) -> Recorded:
-        if self.status in _PAID:
+        if self.paid:
             return Succeeded(self.id, self.amount)
         if self.status == _FAILED:
             message = self.description or "Razorpay failed the payment."
             return Declined(decline_code(self.reason), message, self.id)
+        if self.failed:
+            message = "Razorpay refunded the payment by itself, uncaptured."
+            return Declined("payment_auto_refunded", message, self.id)
         # Created, authorized, or a state unknown to us: in flight, never to be paid again.
         return Pending(self.id, self.amount)
 
@@ -215,9 +231,7 @@ def _recorded(payments: list[_Payment]) -> Recorded | None:
     one still in flight is Pending; else (failed ones only) the last failure."""
     if not payments:
         return None
-    return max(
-        payments, key=lambda p: (p.status in _PAID, p.status != _FAILED, p.created_at)
-    ).answer()
+    return max(payments, key=lambda p: (p.paid, not p.failed, p.created_at)).answer()
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,7 +439,7 @@ class RazorpayGateway:
 
     def _refund(self, request: RefundRequest) -> Outcome:
         payment = self._payment(request.charge_reference)
-        if payment is None or payment.status not in _PAID:
+        if payment is None or not payment.paid:
             return Declined(
                 "charge_not_found",
                 f"Razorpay has no captured payment {request.charge_reference}.",

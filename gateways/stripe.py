@@ -267,6 +267,8 @@ class StripeGateway:
             if not more or last is None:
                 return
             params["starting_after"] = last
+        # Not found among the newest: it may still be there, so "none" would be a guess.
+        raise GatewayUnavailable(f"not among the newest {MAX_PAGES * PAGE_SIZE} Stripe objects")
 
     def close(self) -> None:
         if self._http is not None:
@@ -449,10 +451,11 @@ class StripeWebhooks:
     ) -> ProviderEvent | None:
         timestamp, signatures = _signature_header(headers.get("stripe-signature"))
         expected = hmac.new(self._secret, timestamp.encode() + b"." + body, hashlib.sha256)
-        digest = expected.hexdigest()
+        digest = expected.hexdigest().encode()
         matched = False
         for signature in signatures:  # each compared in constant time, none skipped
-            matched |= hmac.compare_digest(digest, signature)
+            # As bytes: a str with other than ASCII cannot be compared (TypeError).
+            matched |= hmac.compare_digest(digest, signature.encode("utf-8", "replace"))
         if not matched:
             raise WebhookRejected("the Stripe-Signature does not match the body")
         if abs(now.timestamp() - int(timestamp)) > self._tolerance:

@@ -227,7 +227,12 @@ class FakeAuthorizeNet:
     ) -> tuple[int, int, str, str | None, str | None]:
         charge = self.find(request.get("refTransId", ""))
         card = request.get("payment", {}).get("creditCard", {})
-        if charge is None or card.get("cardNumber") != LAST4:
+        profile = request.get("profile", {})
+        on_profile = charge is not None and (
+            profile.get("customerProfileId"),
+            profile.get("paymentProfile", {}).get("paymentProfileId"),
+        ) == (charge.customer_profile_id, charge.payment_profile_id)
+        if charge is None or not (card.get("cardNumber") == LAST4 or on_profile):
             return 3, 16, "The transaction cannot be found.", None, None
         if charge.status != "settledSuccessfully":
             meets = "The referenced transaction does not meet the criteria for issuing a credit."

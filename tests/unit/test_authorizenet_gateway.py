@@ -301,7 +301,7 @@ def test_the_duplicate_window_is_bounded() -> None:
 # Refunds
 
 
-def test_a_refund_of_a_settled_charge_names_the_card_and_the_charge(
+def test_a_refund_of_a_settled_charge_names_its_customer_profile_and_the_charge(
     gateway: AuthorizeNetGateway, fake: FakeAuthorizeNet
 ) -> None:
     reference = paid(gateway, fake)
@@ -311,11 +311,12 @@ def test_a_refund_of_a_settled_charge_names_the_card_and_the_charge(
     assert outcome == Succeeded(made.trans_id, Money(500, "EUR"))
     assert made.ref_trans_id == reference
     sent = fake.requests[-1]["createTransactionRequest"]["transactionRequest"]
+    # On the profile, so that the customer's transaction list shows it once settled.
     assert sent == {
         "transactionType": "refundTransaction",
         "amount": "5.00",
         "currencyCode": "EUR",
-        "payment": {"creditCard": {"cardNumber": "1111", "expirationDate": "XXXX"}},
+        "profile": {"customerProfileId": CUSTOMER, "paymentProfile": {"paymentProfileId": CARD}},
         "refTransId": reference,
         "order": {"invoiceNumber": short_id(f"{KEY}:refund:1")},
         "transactionSettings": {
