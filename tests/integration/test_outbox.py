@@ -253,6 +253,7 @@ def test_a_card_expiring_is_sent_on_the_first_of_its_expiry_month_while_unexpire
             "last4": "4242",
             "exp_month": 4,
             "exp_year": 2025,
+            "customer_reference": None,
         },
         "is_default": False,
     }
