@@ -468,7 +468,11 @@ def http(
     with _projector(database_url) as projections:
         projections.setup()  # webhooks find charges in the collections' tables
         receiver = GatewayWebhooks(
-            projections.ledger, SystemClock(), verifiers, projections.database
+            projections.ledger,
+            SystemClock(),
+            verifiers,
+            projections.database,
+            projections.catch_up,
         )
         uvicorn.run(http_app(receiver), host=host, port=port, log_level="info")
 

@@ -34,13 +34,13 @@ def settle_payment(cmd: s.SettlePayment, ledger: Ledger, now: datetime) -> Outco
 def record_gateway_refund(cmd: s.RecordGatewayRefund, ledger: Ledger, now: datetime) -> Outcome:
     invoice = ledger.invoice(cmd.invoice_id)
     at = max(now, invoice.modified_on)
-    done = cmd.refund_number is not None and invoice.record_refund(
-        cmd.refund_number, cmd.reference, at
-    )
+    amount = Money(cmd.amount, cmd.currency)
+    # Ours, named by our key; or, when the gateway echoes no key, ours of that amount.
+    number = cmd.refund_number or invoice.pending_refund_of(amount)
+    done = number is not None and invoice.record_refund(number, cmd.reference, at)
     if not done and cmd.reference not in invoice.refund_references:
         # Not one of ours awaiting its answer (made in the dashboard, or ours recorded as
         # failed though the gateway did it): the money went back all the same.
-        amount = Money(cmd.amount, cmd.currency)
         done = invoice.record_gateway_refund(cmd.reference, amount, cmd.reason, at)
     return Outcome(invoice_view(invoice) | {"recorded": done}, (invoice,))
 

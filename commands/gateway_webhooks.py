@@ -7,15 +7,17 @@ or stale delivery is refused before anything is read from it.
 
 The invoice is found from our idempotency key when the provider echoes it back
 (metadata, custom id, notes), else from the gateway's charge reference in the
-collections projection (``payment_attempts``); a charge the ledger cannot find is
-not ours (or not yet projected) and is answered ``ignored``, and logged.
+collections projection (``payment_attempts``), brought up to date first when it does not
+know the reference; a charge the ledger still cannot find is not ours and is answered
+``ignored``, and logged.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -58,11 +60,15 @@ class GatewayWebhooks:
         clock: Clock,
         verifiers: Mapping[str, WebhookVerifier],
         database: Database,
+        catch_up: Callable[[], object],
     ) -> None:
         self.ledger = ledger
         self.clock = clock
         self.verifiers = dict(verifiers)
         self.database = database
+        self.catch_up = catch_up  # brings the projections (payment_attempts) up to date
+        # Deliveries are handled on several threads; the projections' connection is one.
+        self._projections = threading.Lock()
 
     def receive(self, gateway: str, headers: Mapping[str, str], body: bytes) -> Answer:
         verifier = self.verifiers.get(gateway)
@@ -147,12 +153,22 @@ class GatewayWebhooks:
             return _Target(UUID(invoice_id), int(number) if kind == wanted else None)
         if event.charge_reference is None:
             return None
-        rows = self.database.query(
-            "SELECT invoice_id, attempt FROM payment_attempts"
-            " WHERE gateway = ? AND reference = ? ORDER BY attempt DESC",
-            (event.gateway, event.charge_reference),
-        )
+        with self._projections:
+            rows = self._attempts_of(event.gateway, event.charge_reference)
+            if not rows:  # maybe charged since the projections last ran
+                self.catch_up()
+                rows = self._attempts_of(event.gateway, event.charge_reference)
         if not rows:
             return None
         invoice_id, attempt = rows[0]
         return _Target(read_uuid(invoice_id), read_int(attempt) if wanted == "payment" else None)
+
+    def _attempts_of(self, gateway: str, reference: str) -> list[tuple[object, ...]]:
+        return [
+            tuple(row)
+            for row in self.database.query(
+                "SELECT invoice_id, attempt FROM payment_attempts"
+                " WHERE gateway = ? AND reference = ? ORDER BY attempt DESC",
+                (gateway, reference),
+            )
+        ]

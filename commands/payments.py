@@ -20,7 +20,8 @@ the gateway answers: a charge whose fate is unknown is never sent under a new ke
 one gateway's outage holds back neither the others nor the position.
 
 A charge the gateway settles later (``Pending``) is recorded as processing; the
-gateway's webhook records its outcome (``invoice.settle_payment``).
+gateway's webhook records its outcome (``invoice.settle_payment``), and should none come,
+the processor asks the gateway again every ``PROCESSING_RECHECK``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import partial
 from uuid import UUID
 
@@ -58,9 +60,13 @@ UNRESOLVED_TABLE = f"""
 CREATE TABLE IF NOT EXISTS {UNRESOLVED} (
     idempotency_key TEXT PRIMARY KEY,
     invoice_id TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('charge', 'refund')),
-    number INTEGER NOT NULL
+    kind TEXT NOT NULL CHECK (kind IN ('charge', 'refund', 'processing')),
+    number INTEGER NOT NULL,
+    due_at BIGINT NOT NULL
 )"""
+# How long a charge the gateway settles later waits before it is asked about again, in
+# case its webhook never comes (lost, not configured).
+PROCESSING_RECHECK = timedelta(minutes=15)
 POSITIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS follower_positions (
     name TEXT PRIMARY KEY,
@@ -117,7 +123,7 @@ class PaymentProcessor:
         # Requests after the stored position may have reached a gateway before a crash:
         # until they are done, each one asks the gateway before charging.
         self._recovering = True
-        self._deferred: set[str] = set()  # the keys in payments_unresolved
+        self._deferred: dict[str, str] = {}  # payments_unresolved: the kind of each key
         with database.transaction(exclusive=True) as tx:
             tx.execute(POSITIONS_TABLE)
             tx.execute(UNRESOLVED_TABLE)
@@ -155,7 +161,7 @@ class PaymentProcessor:
             if len(page) < page_size:
                 break
         self._recovering = False
-        report.unresolved = len(self._deferred)
+        report.unresolved = sum(kind != "processing" for kind in self._deferred.values())
         return report
 
     def _move(self, expected: int, position: int) -> None:
@@ -204,7 +210,9 @@ class PaymentProcessor:
             try:
                 outcome = self._send(request.gateway, charge, ask_first)
             except GatewayUnavailable:
-                self._defer(request.idempotency_key, invoice.id, "charge", request.attempt)
+                self._defer(
+                    request.idempotency_key, invoice.id, "charge", request.attempt, self.clock.now()
+                )
                 continue
             answers.append((invoice.id, request.attempt, outcome))
         now = self.clock.now()
@@ -218,7 +226,13 @@ class PaymentProcessor:
                 report.processing += 1
             else:
                 report.declined += 1
-        self._undefer(payment_key(invoice_id, attempt) for invoice_id, attempt, _ in answers)
+        for invoice_id, attempt, outcome in answers:
+            key = payment_key(invoice_id, attempt)
+            if isinstance(outcome, Pending):
+                # Asked again later, should its webhook never come.
+                self._defer(key, invoice_id, "processing", attempt, now + PROCESSING_RECHECK)
+            else:
+                self._undefer([key])
 
     def _refund(
         self, invoice_id: UUID, request: InvoiceRefund, report: ProcessorReport, ask_first: bool
@@ -232,7 +246,9 @@ class PaymentProcessor:
         try:
             outcome = self._send(request.gateway, refund, ask_first)
         except GatewayUnavailable:
-            self._defer(request.idempotency_key, invoice.id, "refund", request.number)
+            self._defer(
+                request.idempotency_key, invoice.id, "refund", request.number, self.clock.now()
+            )
             return
         if isinstance(outcome, Pending):  # a gateway that breaks its contract: money moved
             outcome = Succeeded(outcome.reference, outcome.amount)
@@ -249,13 +265,14 @@ class PaymentProcessor:
     # outage holds back neither the others nor the position, and asked about first at
     # every run until the gateway answers.
 
-    def _defer(self, key: str, invoice_id: UUID, kind: str, number: int) -> None:
-        self._deferred.add(key)
+    def _defer(self, key: str, invoice_id: UUID, kind: str, number: int, due: datetime) -> None:
+        self._deferred[key] = kind
         with self.database.transaction() as tx:
             tx.execute(
-                f"INSERT INTO {UNRESOLVED} (idempotency_key, invoice_id, kind, number)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
-                (key, str(invoice_id), kind, number),
+                f"INSERT INTO {UNRESOLVED} (idempotency_key, invoice_id, kind, number, due_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (idempotency_key)"
+                " DO UPDATE SET kind = excluded.kind, due_at = excluded.due_at",
+                (key, str(invoice_id), kind, number, int(due.timestamp())),
             )
 
     def _undefer(self, keys: Iterable[str]) -> None:
@@ -266,14 +283,20 @@ class PaymentProcessor:
         with self.database.transaction() as tx:
             for key in answered:
                 tx.execute(f"DELETE FROM {UNRESOLVED} WHERE idempotency_key = ?", (key,))
-        self._deferred.difference_update(answered)
+        for key in answered:
+            del self._deferred[key]
 
     def _resolve_deferred(self, report: ProcessorReport) -> None:
         rows = self.database.query(
-            f"SELECT idempotency_key, invoice_id, kind, number FROM {UNRESOLVED}"
+            f"SELECT idempotency_key, invoice_id, kind, number, due_at FROM {UNRESOLVED}"
         )
-        self._deferred = {key for key, *_ in rows}
-        deferred = [(read_uuid(invoice_id), kind, read_int(n)) for _, invoice_id, kind, n in rows]
+        self._deferred = {str(key): str(kind) for key, _, kind, *_ in rows}
+        now = int(self.clock.now().timestamp())
+        deferred = [
+            (read_uuid(invoice_id), kind, read_int(n))
+            for _, invoice_id, kind, n, due_at in rows
+            if read_int(due_at) <= now
+        ]
         invoices = loaded(self.ledger, Invoice, (invoice_id for invoice_id, _, _ in deferred))
         waiting = []
         for invoice_id, kind, number in deferred:
@@ -284,8 +307,12 @@ class PaymentProcessor:
                     self._undefer([refund_key(invoice_id, number)])
                 else:
                     self._refund(invoice_id, refund, report, ask_first=True)
-            elif _awaits(invoice, number) and invoice.pending is not None:
-                waiting.append((invoice, invoice.pending))
+            elif (
+                (pending := invoice.pending) is not None
+                and pending.attempt == number
+                and (kind == "processing" or invoice.processing_reference is None)
+            ):
+                waiting.append((invoice, pending))
             else:  # answered since (a webhook, another processor)
                 self._undefer([payment_key(invoice_id, number)])
         self._charge_waiting(waiting, invoices, report, ask_first=True)

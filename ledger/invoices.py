@@ -507,7 +507,8 @@ class Invoice(Aggregate):
         False if the refund ``reference`` is already recorded."""
         if reference in self.refund_references:
             return False
-        self._check_refund(amount, self.amount_paid - self.refunded)
+        # Refunds of ours still awaiting their answer count: one of them may be this one.
+        self._check_refund(amount, self.refundable)
         self._refund_at_once(reference, amount, reason, at)
         return True
 
@@ -553,8 +554,20 @@ class Invoice(Aggregate):
     def record_refund(self, number: int, reference: str, at: datetime) -> bool:
         if number not in self.pending_refunds:
             return False
+        if reference in self.refund_references:
+            # The gateway's refund was already recorded (its webhook answered another of
+            # our credit notes): counting it again would refund twice on paper.
+            message = f"the gateway's refund {reference} was already recorded"
+            self.record_refund_failure(number, "refund_already_recorded", message, at)
+            return True
         self.trigger_event(self.RefundSucceeded, timestamp=at, number=number, reference=reference)
         return True
+
+    def pending_refund_of(self, amount: Money) -> int | None:
+        """The first of our refunds awaiting its answer that is of ``amount``, if any: what a
+        gateway's report of a refund without our key most likely answers."""
+        numbers = [n for n, r in sorted(self.pending_refunds.items()) if r.amount == amount]
+        return numbers[0] if numbers else None
 
     def record_refund_failure(self, number: int, code: str, message: str, at: datetime) -> bool:
         if number not in self.pending_refunds:

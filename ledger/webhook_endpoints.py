@@ -9,6 +9,7 @@ holds anything that could forge a delivery.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Sequence
 from datetime import datetime
@@ -48,6 +49,13 @@ def check_url(url: str) -> None:
         raise InvalidWebhookEndpoint("a webhook URL may not carry a user name or password")
     if parts.fragment or len(url) > MAX_URL_LENGTH or any(c.isspace() for c in url):
         raise InvalidWebhookEndpoint(f"{url!r} has a fragment, spaces or is too long")
+    try:
+        address = ipaddress.ip_address(hostname)
+    except ValueError:
+        return  # a name, not an address
+    # No receiver lives at these; the cloud's instance metadata (169.254.169.254) does.
+    if address.is_link_local or address.is_unspecified or address.is_multicast:
+        raise InvalidWebhookEndpoint(f"{hostname} is not an address a receiver can have")
 
 
 def check_event_types(event_types: Sequence[str]) -> list[str]:

@@ -92,7 +92,9 @@ def provider(shop: Shop) -> Iterator[Provider]:
     shop.gateways.append(SlowBank())
     shop.projector.setup()  # as `subledger http` does
     verifiers = {"stripe": StripeWebhooks(StripeConfig(api_key="sk_test", webhook_secret=SECRET))}
-    receiver = GatewayWebhooks(shop.ledger, shop.clock, verifiers, shop.projector.database)
+    receiver = GatewayWebhooks(
+        shop.ledger, shop.clock, verifiers, shop.projector.database, shop.projector.catch_up
+    )
     with TestClient(http_app(receiver)) as client:
         yield Provider(client, shop)
 
