@@ -99,7 +99,9 @@ _ISSUE_CODES = {
 }
 # A payment or refund under this key may already exist (its request id was forgotten):
 # the outcome is unknown, which is not the customer's failure.
-_UNKNOWN_OUTCOME_ISSUES = frozenset({"DUPLICATE_INVOICE_ID"})
+# Issues that leave the outcome unknown: the key was paid already, or its first request
+# is still being processed.
+_UNKNOWN_OUTCOME_ISSUES = frozenset({"DUPLICATE_INVOICE_ID", "PREVIOUS_REQUEST_IN_PROGRESS"})
 _AUTH_FAILED = "gateway_auth_failed"
 
 
@@ -582,7 +584,7 @@ def _refusal(response: httpx.Response) -> Declined | RetryableError:
             "processing_error", f"PayPal answered HTTP {response.status_code} ({issue or '?'})"
         )
     if issue in _UNKNOWN_OUTCOME_ISSUES:
-        return RetryableError(issue.lower(), f"PayPal refused a second use of the key ({issue})")
+        return RetryableError(issue.lower(), f"PayPal cannot answer for the key yet ({issue})")
     return Declined(_ISSUE_CODES.get(issue, issue.lower()), f"PayPal refused it: {issue}.")
 
 

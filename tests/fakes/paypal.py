@@ -258,6 +258,8 @@ class FakePayPal:
                 return 422, _error_body("UNPROCESSABLE_ENTITY", "INSTRUMENT_DECLINED")
             if vault_id == "vault-payer-action":
                 return 422, _error_body("UNPROCESSABLE_ENTITY", "PAYER_ACTION_REQUIRED")
+            if vault_id == "vault-in-progress":  # the same request id, still being processed
+                return 422, _error_body("UNPROCESSABLE_ENTITY", "PREVIOUS_REQUEST_IN_PROGRESS")
             status = {"vault-insufficient": "DECLINED", "vault-pending": "PENDING"}.get(
                 vault_id, "COMPLETED"
             )

@@ -191,6 +191,15 @@ def test_a_refused_capture_is_a_decline_with_our_code(
     assert fake.captures == {}
 
 
+def test_a_capture_still_in_progress_is_an_unknown_outcome_not_a_decline(
+    gateway: PayPalGateway, fake: FakePayPal
+) -> None:
+    outcome = gateway.charge(charge("vault-in-progress"))
+
+    assert isinstance(outcome, RetryableError)
+    assert outcome.code == "previous_request_in_progress"
+
+
 def test_a_declined_card_capture_keeps_its_reference_and_the_issuer_s_reason(
     gateway: PayPalGateway, fake: FakePayPal
 ) -> None:
