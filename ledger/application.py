@@ -15,9 +15,10 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate, CanMutateAggregate, CanMutateProtocol
-from eventsourcing.persistence import JSONTranscoder
+from eventsourcing.persistence import JSONTranscoder, Recording
 from eventsourcing.utils import Environment, EnvType, get_topic
 
+from ledger.accounts import recording
 from ledger.catalog import Plan, plan_id
 from ledger.coupons import Coupon, coupon_id
 from ledger.customers import Customer
@@ -94,6 +95,11 @@ class Ledger(Application[UUID]):
         if not isinstance(aggregate, kind):
             raise NotFound(f"no {label} {aggregate_id}")
         return aggregate
+
+    def _record(self, processing: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
+        # The recorders store each event's account (see ledger.accounts).
+        with recording(processing.aggregates.values()):
+            return super()._record(processing)
 
     def save_in_order(
         self, events: Sequence[CanMutateAggregate[UUID]], aggregates: Iterable[Aggregate]
