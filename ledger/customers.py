@@ -103,11 +103,16 @@ class Customer(Aggregate):
         state["phone"] = None
 
     class Registered(Aggregate.Created):
+        # Version 2 added ``phone``.
+        class_version = 2
         email: str
         name: str
         currency: str
-        # Added later with a default: events stored before it read as None.
-        phone: str | None = None
+        phone: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, object]) -> None:
+            state["phone"] = None
 
         def apply(self, customer: Customer) -> None:
             customer.email = self.email
@@ -121,9 +126,15 @@ class Customer(Aggregate):
             customer.tax_rate = None
 
     class ContactChanged(Aggregate.Event):
+        # Version 2 added ``phone``.
+        class_version = 2
         email: str
         name: str
-        phone: str | None = None  # as in Registered
+        phone: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, object]) -> None:
+            state["phone"] = None
 
         def apply(self, customer: Customer) -> None:
             customer.email = self.email
