@@ -26,7 +26,7 @@ from bench.report import Sample
 from commands.settings import persistence_env
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
-MODULES = ("bench.commands", "bench.rebuild", "bench.billing", "bench.bus")
+MODULES = ("bench.commands", "bench.rebuild", "bench.billing", "bench.bus", "bench.audit")
 
 
 def ignore(message: str) -> None:

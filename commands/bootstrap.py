@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from base64 import b64encode
 from pathlib import Path
 
 import psycopg
@@ -16,7 +18,7 @@ from gateways.razorpay import RazorpayConfig, RazorpayGateway, RazorpayWebhooks
 from gateways.sandbox import SandboxGateway
 from gateways.stripe import StripeConfig, StripeGateway, StripeWebhooks
 from gateways.webhooks import WebhookVerifier
-from ledger.application import Ledger
+from ledger.application import PERSONAL_DATA_KEY, Ledger
 from projections import all_projections
 from projections.database import Database, PostgresDatabase, SQLiteDatabase
 from projections.runner import Projector
@@ -54,9 +56,43 @@ def bootstrap(database_url: str | None = None, settings: Settings | None = None)
     settings = settings or Settings()
     env = persistence_env(database_url or settings.database_url)
     prepare_storage(env)
+    env[PERSONAL_DATA_KEY] = personal_data_key(settings, env)
     ledger = Ledger(env=env)
     ledger.dunning_policy = settings.dunning_policy()
     return ledger
+
+
+# Where a key of the development kind is kept for a PostgreSQL ledger.
+DEVELOPMENT_KEY_FILE = ".subledger/personal-data.key"
+
+
+def personal_data_key(settings: Settings, env: dict[str, str]) -> str:
+    """The master key of personal data: ``SUBLEDGER_PERSONAL_DATA_KEY``, or else (the
+    demo, tests, a developer's machine) a random key kept in a file beside the SQLite
+    database (``<database>.key``; ``.subledger/personal-data.key`` for PostgreSQL), made
+    on first use. Production sets the setting and keeps the key away from the database:
+    a key file beside it protects nothing from whoever copies both."""
+    if settings.personal_data_key is not None:
+        return settings.personal_data_key.get_secret_value()
+    if env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite":
+        path = Path(f"{env['SQLITE_DBNAME']}.key")
+    else:
+        path = Path(DEVELOPMENT_KEY_FILE)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        made = path.with_name(f"{path.name}.{os.getpid()}")
+        # Readable by its owner only, from the start.
+        with os.fdopen(os.open(made, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(b64encode(os.urandom(32)).decode() + "\n")
+        try:
+            # Atomic, and never replaces a key: of two processes starting together,
+            # the second reads the first's.
+            os.link(made, path)
+        except FileExistsError:
+            pass
+        finally:
+            made.unlink()
+    return path.read_text().strip()
 
 
 def gateways(settings: Settings | None = None) -> Gateways:

@@ -8,7 +8,7 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from time import perf_counter
 from typing import Annotated, Any
@@ -26,6 +26,9 @@ from rich.table import Table
 
 from commands import reports
 from commands.accounts import subscription_view
+from commands.audit import Anchor, NoChain, anchor, chain_recorder, verify
+from commands.audit_export import export
+from commands.audit_replay import Replay, replay
 from commands.bootstrap import bootstrap, projector, webhook_verifiers
 from commands.bus import GroupLost, answer_directly
 from commands.bus_app import asyncapi_document
@@ -73,6 +76,12 @@ webhooks_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(webhooks_app, name="webhooks")
+audit_app = typer.Typer(
+    help="For auditors: prove the stored events unaltered (the hash chain), anchor its head; "
+    "replay an account as of an instant; export events with their hashes.",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
 console = Console()
 errors = Console(stderr=True)
 
@@ -716,3 +725,219 @@ def webhooks_secret(
     except WebhookSigningKeyMissing as error:
         raise _fail("webhook_signing_key_missing", str(error), 2) from None
     _print_json({"endpoint_id": str(endpoint_id), "signing_secret": secret})
+
+
+@audit_app.command("verify")
+def audit_verify(
+    anchor_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--anchor",
+            help="An anchor taken earlier (audit anchor --out): also catches the newest "
+            "events deleted, or the chain recomputed, since.",
+            show_default=False,
+        ),
+    ] = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Walk the hash chain over every stored event; name the first broken link.
+
+    Exit code 0 if the chain is intact, 1 if a link is broken."""
+    try:
+        given = Anchor.from_json(anchor_file.read_text()) if anchor_file else None
+    except (OSError, ValueError) as error:
+        raise _fail("invalid_anchor", f"cannot read the anchor {anchor_file}: {error}", 2) from None
+    with _ledger(database_url) as ledger:
+        try:
+            recorder = chain_recorder(ledger)
+        except NoChain as error:
+            raise _fail("no_chain", str(error), 2) from None
+        with _progress("verifying", "events") as advance:
+            report = verify(recorder, given, advance)
+    if as_json:
+        _print_json(report.to_dict())
+    elif report.broken is None:
+        head = report.head
+        at = f", head {head.head} at position {head.position}" if head else ""
+        checked = "and the anchor " if given else ""
+        console.print(f"[green]intact[/]: {report.checked:,} events {checked}verified{at}")
+    else:
+        broken = report.broken
+        console.print(f"[red]broken at position {broken.position}[/] ({broken.kind})")
+        console.print(broken.message, markup=False)
+    if not report.intact:
+        raise typer.Exit(1)
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Also write the anchor (JSON) to this file.", show_default=False
+        ),
+    ] = None,
+    stream: Annotated[
+        str | None,
+        typer.Option(
+            "--stream",
+            help="Also add it to this Redis stream (SUBLEDGER_REDIS_URL), field data.",
+            show_default=False,
+        ),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Print the head of the hash chain (position, hash, count) as JSON.
+
+    Keep it where the database's administrators cannot write: verify --anchor checks the
+    chain against it."""
+    with _ledger(database_url) as ledger:
+        try:
+            taken = anchor(chain_recorder(ledger))
+        except NoChain as error:
+            raise _fail("no_chain", str(error), 2) from None
+    text = taken.to_json()
+    if out is not None:
+        try:
+            out.write_text(text + "\n")
+        except OSError as error:
+            raise _fail("cannot_write", f"cannot write {out}: {error}", 2) from None
+    if stream is not None:
+        settings = Settings()
+        try:
+            with redis.Redis.from_url(settings.redis_url) as client:
+                client.xadd(stream, {"data": text})
+        except redis.RedisError as error:
+            raise _fail(
+                "redis_unreachable", f"cannot use Redis at {settings.redis_url}: {error}", 2
+            ) from None
+    sys.stdout.write(text + "\n")
+
+
+def _instant(text: str | None) -> datetime | None:
+    """An ISO 8601 instant from the command line; UTC when it names no offset."""
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise _fail(
+            "invalid_instant", f"{text!r} is not an ISO 8601 instant, e.g. 2025-03-31T12:00Z", 2
+        ) from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+@audit_app.command("replay")
+def audit_replay(
+    customer_id: Annotated[UUID, typer.Argument(help="The customer's id.")],
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="The instant, ISO 8601 (2025-03-31, 2025-03-31T12:00:00+02:00; UTC when no "
+            "offset). Default: everything stored.",
+            show_default=False,
+        ),
+    ] = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """A customer's account as of an instant, from the event store.
+
+    Its events in order (customer, subscriptions, invoices and their payments and
+    refunds), then the state of each as it stood at --as-of: what the ledger knew then.
+    Reads stored history, not projections."""
+    instant = _instant(as_of)
+    with _ledger(database_url) as ledger:
+        try:
+            account = replay(ledger, customer_id, instant)
+        except NoChain as error:
+            raise _fail("no_chain", str(error), 2) from None
+        if account.stored == 0:
+            raise _fail("not_found", f"no customer {customer_id}")
+        if as_json:
+            _print_json(account.as_json())
+            return
+        _show_replay(account)
+
+
+def _show_replay(account: Replay) -> None:
+    when = "now" if account.as_of is None else account.as_of.isoformat()
+    events = Table(title=f"Account of customer {account.customer_id} as of {when}")
+    events.add_column("position", justify="right")
+    events.add_column("when", no_wrap=True)
+    events.add_column("event", no_wrap=True)
+    events.add_column("aggregate", overflow="fold")
+    events.add_column("version", justify="right")
+    for e in account.events:
+        events.add_row(
+            str(e.position),
+            f"{e.timestamp:%Y-%m-%d %H:%M}",
+            e.type,
+            str(e.aggregate_id),
+            str(e.event.originator_version),
+        )
+    console.print(events)
+    later = account.stored - len(account.events)
+    if later:
+        console.print(f"{later} later event(s) of the account are not shown")
+    if account.customer is None:
+        console.print("The customer did not exist yet.")
+        return
+    c = account.customer
+    console.print(
+        f"Customer {c.name} <{c.email}>, {c.currency}, credit {c.credit_balance}, "
+        f"{len(c.payment_methods)} payment method(s)",
+        markup=False,
+    )
+    subscriptions = Table(title="Subscriptions")
+    for column in ("subscription", "status", "plan", "period", "cancel at", "MRR"):
+        subscriptions.add_column(column)
+    for sub in account.subscriptions:
+        subscriptions.add_row(
+            str(sub.id),
+            sub.status.value,
+            sub.price.id,
+            f"{sub.period.start:%Y-%m-%d} to {sub.period.end:%Y-%m-%d}",
+            f"{sub.cancel_at:%Y-%m-%d}" if sub.cancel_at else "",
+            str(sub.mrr),
+        )
+    console.print(subscriptions)
+    invoices = Table(title="Invoices")
+    for column in ("invoice", "reason", "status"):
+        invoices.add_column(column)
+    for column in ("total", "paid", "refunded"):
+        invoices.add_column(column, justify="right")
+    for i in account.invoices:
+        invoices.add_row(
+            i.number, i.reason, i.status.value, str(i.total), str(i.amount_paid), str(i.refunded)
+        )
+    console.print(invoices)
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[Path, typer.Option("--out", help="The JSON Lines file to write.")],
+    customer_id: Annotated[
+        UUID | None,
+        typer.Argument(
+            help="Only this customer's account (default: every event).", show_default=False
+        ),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Write stored events, with their positions and hashes, as JSON Lines.
+
+    Each line holds an event's position, stored fields, chain hash and the hash before it,
+    then a summary line: docs/audit.md states the format, and docs/verify_chain.py checks
+    such a file with nothing but Python."""
+    with _ledger(database_url) as ledger:
+        try:
+            with out.open("w", encoding="utf-8") as file:
+                summary = export(ledger, file, customer_id)
+        except NoChain as error:
+            raise _fail("no_chain", str(error), 2) from None
+        except OSError as error:
+            raise _fail("cannot_write", f"cannot write {out}: {error}", 2) from None
+    _print_json({"out": str(out), **summary.as_json()["summary"]})

@@ -24,6 +24,7 @@ from commands.accounts import (
 )
 from commands.billing_handlers import BILLING_HANDLERS
 from commands.gateway_handlers import GATEWAY_HANDLERS
+from commands.privacy_handlers import PRIVACY_HANDLERS
 from commands.webhook_handlers import WEBHOOK_HANDLERS
 from ledger.application import Ledger
 from ledger.billing import Mark
@@ -113,6 +114,7 @@ def switch_default_payment_method(
 
 def start_subscription(cmd: s.StartSubscription, ledger: Ledger, now: datetime) -> Outcome:
     customer = ledger.customer(cmd.customer_id)
+    customer.refuse_if_erased("a new subscription")
     currency = cmd.currency or customer.currency
     if currency != customer.currency:
         raise CurrencyMismatch(f"the customer is billed in {customer.currency}, not {currency}")
@@ -258,4 +260,5 @@ HANDLERS: dict[type[s.Command], Callable[[Any, Ledger, datetime], Outcome]] = {
     **BILLING_HANDLERS,
     **GATEWAY_HANDLERS,
     **WEBHOOK_HANDLERS,
+    **PRIVACY_HANDLERS,
 }

@@ -88,7 +88,7 @@ class OutboxPublisher:
                     page = self.ledger.recorder.select_notifications(start, self.page)
                     if not page:
                         return None
-                    decoded = [self.ledger.mapper.to_domain_event(n) for n in page]
+                    decoded = self.ledger.decode(page)
                     events = [e for e in decoded if is_domain_event(e)]
                     self._resolve_owners(events)
                     pipe.multi()

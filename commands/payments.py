@@ -146,7 +146,7 @@ class PaymentProcessor:
         position = self.position()
         while True:
             page = self.ledger.recorder.select_notifications(position + 1, page_size, topics=TOPICS)
-            events = [self.ledger.mapper.to_domain_event(n) for n in page]
+            events = self.ledger.decode(page)
             self._charge([e for e in events if isinstance(e, Invoice.PaymentRequested)], report)
             for event in events:
                 if isinstance(event, Invoice.RefundRequested):
@@ -204,7 +204,8 @@ class PaymentProcessor:
                 request.amount,
                 invoice.number,
                 customer_reference=method.customer_reference,
-                email=customer.email,
+                # An erased customer's contact is gone: the gateway gets none.
+                email="" if customer.erased else customer.email,
                 phone=customer.phone,
             )
             try:

@@ -140,6 +140,15 @@ class SwitchDefaultPaymentMethod(Command):
     payment_method_id: str
 
 
+class EraseCustomer(Command):
+    """Erases the customer's personal data (a right-to-be-forgotten request): their
+    email, name and phone become unreadable everywhere, for good; their subscriptions,
+    invoices and payments stay and go on."""
+
+    type: Literal["customer.erase"] = "customer.erase"
+    customer_id: UUID
+
+
 class StartSubscription(Command):
     """Starts a subscription; its id is derived from the command id."""
 
@@ -362,6 +371,7 @@ AnyCommand = Annotated[
     | ChangeCustomerContact
     | AddPaymentMethod
     | SwitchDefaultPaymentMethod
+    | EraseCustomer
     | StartSubscription
     | ChangePlan
     | CancelSubscription

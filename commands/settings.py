@@ -3,6 +3,8 @@ database URL means for the event store."""
 
 from __future__ import annotations
 
+import binascii
+from base64 import b64decode
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -20,6 +22,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SUBLEDGER_", env_file=".env", extra="ignore")
 
     database_url: str = DEFAULT_DATABASE_URL
+    # The master key (base64 of 16, 24 or 32 bytes) wrapping each customer's personal
+    # data key. Unset: a key file made beside the SQLite database (.subledger/ for
+    # PostgreSQL), for the demo and development only (see commands.bootstrap).
+    personal_data_key: SecretStr | None = None
     # Days after a first failed charge on which it is retried ("1,3,5,7").
     dunning_retry_days: str = Field("1,3,5,7", pattern=r"^\s*(\d+\s*(,\s*\d+\s*)*)?$")
     # What dunning does to a subscription when it gives up: cancel it, or leave it unpaid.
@@ -68,6 +74,18 @@ class Settings(BaseSettings):
     @classmethod
     def _retry_days_make_a_policy(cls, value: str) -> str:
         DunningPolicy(_days(value))  # raises ValueError, reported as a settings error
+        return value
+
+    @field_validator("personal_data_key")
+    @classmethod
+    def _personal_data_key_is_an_aes_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                size = len(b64decode(value.get_secret_value(), validate=True))
+            except binascii.Error:
+                raise ValueError("not base64 (make one: openssl rand -base64 32)") from None
+            if size not in (16, 24, 32):
+                raise ValueError(f"an AES key is 16, 24 or 32 bytes, this one is {size}")
         return value
 
     @model_validator(mode="after")
@@ -120,7 +138,11 @@ def persistence_env(url: str) -> dict[str, str]:
     """The eventsourcing environment for a database URL."""
     path = sqlite_path(url)
     if path is not None:
-        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path}
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": path,
+            "APPLICATION_RECORDER_TOPIC": "ledger.sqlite_recorder:ChainedSQLiteApplicationRecorder",
+        }
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise InvalidDatabaseUrl(

@@ -8,16 +8,24 @@ own key) only the oldest pending delivery may be attempted: a customer's events 
 in order, another customer's are not held up. ``attempts`` is a compare-and-set token:
 a sender claims a delivery by raising it, so two senders never attempt the same one at
 once, and a claim whose sender died runs out when its ``next_attempt_at`` comes.
+
+Bodies are the integration events as published. When the follower reads a customer's
+``customer.erased``, the bodies of that customer's deliveries queued before it (pending,
+delivered or given up) lose their personal data in the same transaction: a pending one
+goes out with "erased" in its place.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from ledger.customers import ERASED
+from ledger.personal_data import PERSONAL_FIELDS
 from projections.database import Database, Transaction, select_in
 from projections.values import (
     instant,
@@ -68,6 +76,8 @@ SCHEMA = (
         ON webhook_attempts (endpoint_id, attempted_at)""",
 )
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+# The integration events whose data holds personal fields (PERSONAL_FIELDS).
+PERSONAL_EVENTS = ("customer.created", "customer.contact_changed")
 
 
 class FollowerMoved(RuntimeError):
@@ -147,6 +157,29 @@ class AttemptView:
         }
 
 
+def _scrub(tx: Transaction, customer_ids: Collection[str]) -> None:
+    """Replaces the personal fields in the bodies of these customers' deliveries (an
+    erasure is rare: a query per customer)."""
+    kinds = ", ".join("?" * len(PERSONAL_EVENTS))
+    for customer_id in customer_ids:
+        for endpoint_id, event_id, body in tx.query(
+            "SELECT endpoint_id, event_id, body FROM webhook_deliveries "
+            f"WHERE ordering_key = ? AND event_type IN ({kinds})",
+            (customer_id, *PERSONAL_EVENTS),
+        ):
+            tx.execute(
+                "UPDATE webhook_deliveries SET body = ? WHERE endpoint_id = ? AND event_id = ?",
+                (_erased(body), str(read_uuid(endpoint_id)), event_id),
+            )
+
+
+def _erased(body: str) -> str:
+    event = json.loads(body)
+    data = event["data"]
+    data.update({f: ERASED for f in PERSONAL_FIELDS if data.get(f) is not None})
+    return json.dumps(event, separators=(",", ":"))
+
+
 def _iso(at: datetime | None) -> str | None:
     return None if at is None else at.isoformat()
 
@@ -185,10 +218,12 @@ class DeliveryStore:
         read: int,
         deliveries: Sequence[tuple[int, NewDelivery]],
         now: datetime,
+        erased: Collection[str] = (),
     ) -> int:
         """Queues ``deliveries`` (each with its event's ``seq``) and moves the position
         from ``read_from`` to ``last_id``, in one transaction; a delivery queued before
-        (the same endpoint and event id) is left as it is. Returns how many it queued."""
+        (the same endpoint and event id) is left as it is. The deliveries of the
+        ``erased`` customers lose their personal data. Returns how many it queued."""
         at = instant(now)
         rows = [
             (
@@ -224,6 +259,7 @@ class DeliveryStore:
                 rows,
                 "ON CONFLICT (endpoint_id, event_id) DO NOTHING",
             )
+            _scrub(tx, erased)
         return len(rows)
 
     @staticmethod

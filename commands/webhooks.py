@@ -140,8 +140,11 @@ class WebhookFollower:
             if not entries:
                 return queued
             deliveries: list[tuple[int, NewDelivery]] = []
+            erased: set[str] = set()
             for seq, (entry_id, fields) in enumerate(entries, start=read + 1):
                 deliveries += [(seq, d) for d in _deliveries(entry_id, fields, to)]
+                if (customer_id := _erased_customer(fields)) is not None:
+                    erased.add(customer_id)
             last_id = _text(entries[-1][0])
             try:
                 queued += self.store.add(
@@ -151,6 +154,7 @@ class WebhookFollower:
                     read + len(entries),
                     deliveries,
                     self.clock.now(),
+                    erased,
                 )
             except FollowerMoved:
                 continue  # another follower got there first
@@ -162,6 +166,17 @@ class WebhookFollower:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _erased_customer(fields: dict[bytes, bytes]) -> str | None:
+    """The customer a ``customer.erased`` entry is about (None for any other entry)."""
+    if b'"customer.erased"' not in fields.get(b"data", b""):
+        return None  # not worth parsing: almost every entry
+    try:
+        event = json.loads(fields[b"data"])
+        return str(event["customer_id"]) if event["type"] == "customer.erased" else None
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _deliveries(

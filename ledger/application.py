@@ -6,6 +6,7 @@ audit chain follow, and one SQLite file for the embedded default.
 
 from __future__ import annotations
 
+from base64 import b64decode
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate, CanMutateAggregate, CanMutateProtocol
-from eventsourcing.persistence import JSONTranscoder, Recording
+from eventsourcing.persistence import JSONTranscoder, Recording, StoredEvent
 from eventsourcing.utils import Environment, EnvType, get_topic
 
 from ledger.accounts import recording
@@ -26,6 +27,8 @@ from ledger.dunning import DunningPolicy
 from ledger.errors import NotFound
 from ledger.idempotency import CommandRecord, command_record_id
 from ledger.invoices import Invoice
+from ledger.key_store import key_store_for
+from ledger.personal_data import SEALED_EVENTS, PersonalData, PersonalDataMapper
 from ledger.postgres_recorder import LeanPostgresApplicationRecorder
 from ledger.staging import Stage
 from ledger.subscriptions import Subscription
@@ -34,6 +37,9 @@ from ledger.transcodings import register_ledger_transcodings
 A = TypeVar("A", bound=Aggregate)
 # The stage loads go through, per thread or task (see ``Ledger.staged``).
 _staged: ContextVar[tuple[Ledger, Stage] | None] = ContextVar("staged", default=None)
+# The environment key of the master key that wraps each customer's personal data key
+# (base64 of 16, 24 or 32 bytes); bootstrap sets it from settings.
+PERSONAL_DATA_KEY = "PERSONAL_DATA_KEY"
 
 
 class Ledger(Application[UUID]):
@@ -44,6 +50,18 @@ class Ledger(Application[UUID]):
     # The business's dunning rules; bootstrap sets them from settings.
     dunning_policy = DunningPolicy()
 
+    def __init__(self, env: EnvType | None = None) -> None:
+        super().__init__(env)
+        # Personal data is sealed when a master key is given (bootstrap always gives
+        # one); a wrong one fails here, before anything is read or written with it.
+        self.personal_data: PersonalData | None = None
+        if master_key := self.env.get(PERSONAL_DATA_KEY):
+            keys = key_store_for(self.recorder)
+            keys.setup()
+            self.personal_data = PersonalData(b64decode(master_key, validate=True), keys)
+            self.personal_data.check()
+        self._personal_mapper.personal_data = self.personal_data
+
     def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
         """The given environment alone, when one is given: the library would let stray
         ``LEDGER_*`` or ``PERSISTENCE_MODULE`` variables override the database we were
@@ -52,6 +70,19 @@ class Ledger(Application[UUID]):
             return super().construct_env(name, env)
         given = {"IS_SNAPSHOTTING_ENABLED": "y", **type(self).env, **env}
         return Environment(name, given)
+
+    def construct_mapper(self) -> PersonalDataMapper:
+        self._personal_mapper = PersonalDataMapper(
+            transcoder=self.construct_transcoder(),
+            compressor=self.factory.compressor(),
+            cipher=self.factory.cipher(),
+        )
+        return self._personal_mapper
+
+    def decode(self, stored: Sequence[StoredEvent]) -> list[object]:
+        """Decodes a page of stored events, opening the personal data keys it needs in
+        one query rather than one per customer."""
+        return self._personal_mapper.to_domain_events(list(stored))
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -97,6 +128,11 @@ class Ledger(Application[UUID]):
         return aggregate
 
     def _record(self, processing: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
+        if self.personal_data is not None:
+            # New customers' keys made in one go, not one insert each.
+            self.personal_data.prepare(
+                e.originator_id for e in processing.events if isinstance(e, SEALED_EVENTS)
+            )
         # The recorders store each event's account (see ledger.accounts).
         with recording(processing.aggregates.values()):
             return super()._record(processing)
@@ -132,10 +168,11 @@ class Ledger(Application[UUID]):
             UUID(str(s.originator_id)): s.originator_version for s in snapshots
         }
         loaded: dict[UUID, Aggregate] = {}
-        for stored in [*snapshots, *recorder.select_events_after(after)]:
+        rows = [*snapshots, *recorder.select_events_after(after)]
+        for stored, decoded in zip(rows, self.decode(rows), strict=True):
             # A cast, not an isinstance check: a runtime protocol check costs more than
             # decoding the event.
-            event = cast(CanMutateProtocol[Aggregate], self.mapper.to_domain_event(stored))
+            event = cast(CanMutateProtocol[Aggregate], decoded)
             aggregate_id = UUID(str(stored.originator_id))
             mutated = event.mutate(loaded.get(aggregate_id))
             assert isinstance(mutated, Aggregate)

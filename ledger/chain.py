@@ -20,7 +20,12 @@ and the order of the rows by id is what the chain links.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
 from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
 
 GENESIS = bytes(32)
 _NO_ACCOUNT = bytes(16)
@@ -45,3 +50,60 @@ def link(
     digest.update(len(state).to_bytes(4, "big"))
     digest.update(state)
     return digest.digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ChainRow:
+    """One stored event as the chain covers it, with its position (notification id)."""
+
+    position: int
+    originator_id: UUID
+    originator_version: int
+    topic: str
+    account_id: UUID | None
+    state: bytes
+    chain_hash: bytes | None  # None: a row stored without one (never by our recorders)
+
+    def follows(self, previous: bytes) -> bool:
+        """Whether this row's hash is the link from ``previous`` over its fields."""
+        return self.chain_hash == link(
+            previous,
+            self.originator_id,
+            self.originator_version,
+            self.topic,
+            self.account_id,
+            self.state,
+        )
+
+
+def links(
+    previous: bytes, events: Sequence[StoredEvent], accounts: Sequence[UUID | None]
+) -> list[bytes]:
+    """The chain hashes of ``events`` (with their ``accounts``) stored in this order after
+    the event whose hash is ``previous``."""
+    hashes = []
+    for event, account_id in zip(events, accounts, strict=True):
+        originator_id = event.originator_id
+        previous = link(
+            previous,
+            originator_id if isinstance(originator_id, UUID) else UUID(originator_id),
+            event.originator_version,
+            event.topic,
+            account_id,
+            event.state,
+        )
+        hashes.append(previous)
+    return hashes
+
+
+class ChainRecorder(Protocol):
+    """What both of the ledger's recorders offer the audit (verify, anchor, replay, export)."""
+
+    def select_chain(self, start: int, limit: int) -> list[ChainRow]:
+        """Up to ``limit`` rows from position ``start`` on, in order."""
+
+    def select_head(self) -> tuple[ChainRow, int] | None:
+        """The newest row and how many rows there are up to it (None: no events)."""
+
+    def select_account(self, account_id: UUID) -> list[tuple[int, StoredEvent]]:
+        """The events of an account (position, event), in sequence order."""

@@ -1,7 +1,10 @@
 """Customers: contact data, payment methods (gateway tokens only), account credit.
 
 A card number never enters the ledger: a token that looks like one (13-19 digits that
-pass the Luhn check) is refused.
+pass the Luhn check) is refused. Contact data (email, name, phone) is personal data: the
+event store seals it with the customer's own key (``ledger.personal_data``), and an
+erased customer's contact data reads as ``ERASED`` (the right to be forgotten), while
+their payment methods, credit and the rest of their account stay.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from eventsourcing.domain import Aggregate
 from ledger.errors import (
     CardNumberNotAllowed,
     CurrencyMismatch,
+    DomainError,
     InvalidCustomer,
     InvalidPaymentMethod,
     UnknownPaymentMethod,
@@ -27,6 +31,14 @@ from ledger.tax import TaxRate
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # E.164, which gateways that want a phone (Razorpay's "contact") accept.
 _PHONE = re.compile(r"^\+[1-9][0-9]{7,14}$")
+# What an erased customer's email and name read as, wherever they are read.
+ERASED = "erased"
+
+
+class CustomerErased(DomainError):
+    """The customer's personal data was erased: no new contact data, no new subscription."""
+
+    code = "customer_erased"
 
 
 def passes_luhn(digits: str) -> bool:
@@ -78,8 +90,9 @@ class PaymentMethod:
 
 
 class Customer(Aggregate):
-    # Version 2 added ``tax_rate``, version 3 ``phone``: older snapshots are upcast.
-    class_version = 3
+    # Version 2 added ``tax_rate``, version 3 ``phone``, version 4 ``erased``: older
+    # snapshots are upcast.
+    class_version = 4
 
     # State set by the events' apply(); under TYPE_CHECKING because eventsourcing would
     # turn class annotations into constructor fields.
@@ -93,6 +106,7 @@ class Customer(Aggregate):
         default_payment_method_id: str | None
         credit_balance: Money
         tax_rate: TaxRate | None
+        erased: bool
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, object]) -> None:
@@ -101,6 +115,10 @@ class Customer(Aggregate):
     @staticmethod
     def upcast_v2_v3(state: dict[str, object]) -> None:
         state["phone"] = None
+
+    @staticmethod
+    def upcast_v3_v4(state: dict[str, object]) -> None:
+        state["erased"] = False
 
     class Registered(Aggregate.Created):
         # Version 2 added ``phone``.
@@ -124,6 +142,7 @@ class Customer(Aggregate):
             customer.default_payment_method_id = None
             customer.credit_balance = Money.zero(self.currency)
             customer.tax_rate = None
+            customer.erased = False
 
     class ContactChanged(Aggregate.Event):
         # Version 2 added ``phone``.
@@ -140,6 +159,16 @@ class Customer(Aggregate):
             customer.email = self.email
             customer.name = self.name
             customer.phone = self.phone
+
+    class Erased(Aggregate.Event):
+        """The customer's personal data key was destroyed: what was sealed with it is
+        unreadable for good. Carries no personal data itself."""
+
+        def apply(self, customer: Customer) -> None:
+            customer.email = ERASED
+            customer.name = ERASED
+            customer.phone = None
+            customer.erased = True
 
     class PaymentMethodAdded(Aggregate.Event):
         method: PaymentMethod
@@ -194,11 +223,22 @@ class Customer(Aggregate):
 
     def change_contact(self, email: str, name: str, at: datetime, phone: str | None = None) -> None:
         """New contact data; a ``phone`` of None keeps the one on file."""
+        self.refuse_if_erased("new contact data")
         phone = phone or self.phone
         _check_contact(email, name, phone)
         if (email, name, phone) == (self.email, self.name, self.phone):
             return  # nothing changed: nothing to record
         self.trigger_event(self.ContactChanged, timestamp=at, email=email, name=name, phone=phone)
+
+    def erase(self, at: datetime) -> None:
+        """Records that the customer's personal data was erased (once: erasing again
+        records nothing). Their subscriptions, invoices and payments go on."""
+        if not self.erased:
+            self.trigger_event(self.Erased, timestamp=at)
+
+    def refuse_if_erased(self, what: str) -> None:
+        if self.erased:
+            raise CustomerErased(f"customer {self.id} was erased: {what} is refused")
 
     def add_payment_method(self, method: PaymentMethod, make_default: bool, at: datetime) -> None:
         if method.id in self.payment_methods:

@@ -4,15 +4,25 @@ eventsourcing's recorder serialises writers with ``LOCK TABLE ... IN EXCLUSIVE M
 (commit order equals notification order, so projections never skip an event) and
 NOTIFYs listeners. It sends each statement through a pipeline and inserts through an
 array of composite values. This one keeps the lock, the lock timeout and the NOTIFY,
-sends them as one simple query, then one INSERT ... RETURNING: per command (or batch of
-commands), two round trips and a commit. A command's few rows go as prepared VALUES (the
-fastest for a handful); more, as one prepared statement over four arrays (unnest), which
-psycopg need not parse anew for each size. Errors are translated by the datastore as before
-(a duplicate key is ``IntegrityError``: the optimistic-concurrency signal).
+sends them with the read of the newest row's chain hash as one simple query, then one
+INSERT ... RETURNING: per command (or batch of commands), two round trips and a commit.
+Each row also stores its account and its link in the audit chain (``ledger.chain``),
+computed under the lock, so that concurrent writers make one chain. A command's few rows
+go as prepared VALUES (the fastest for a handful); more, as one prepared statement over
+six arrays (unnest), which psycopg need not parse anew for each size. Errors are
+translated by the datastore as before (a duplicate key is ``IntegrityError``: the
+optimistic-concurrency signal).
 
 It also reads many aggregates' events (and snapshots) in one query, which the library's
 recorder can only do one aggregate at a time: the billing clock and the payment
-processor load hundreds of aggregates per batch.
+processor load hundreds of aggregates per batch; and the chain and an account's events,
+for the audit.
+
+A table made before the chain existed gets its two columns when the recorder starts,
+once, under an ACCESS EXCLUSIVE lock (a second process starting together waits, then
+finds the columns there): the rows stored before are linked in order, their accounts
+left null (telling them needs the application's mapper: states may be compressed or
+encrypted).
 """
 
 from __future__ import annotations
@@ -22,17 +32,26 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import (
+    IntegrityError,
     InterfaceError,
+    InternalError,
     OperationalError,
     ProgrammingError,
     StoredEvent,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
+from psycopg import Cursor
+from psycopg.rows import DictRow, TupleRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
+
+from ledger.accounts import account
+from ledger.chain import GENESIS, ChainRow, links
 
 # Up to this many rows, a prepared VALUES statement per row count; beyond, unnest.
 MAX_VALUES_ROWS = 32
+# Rows linked per statement when a table made before the chain is upgraded.
+UPGRADE_PAGE = 5_000
 
 
 class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
@@ -40,20 +59,90 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
         self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
     ) -> None:
         super().__init__(datastore, events_table_name=events_table_name)
+        self._table = SQL("{0}.{1}").format(
+            Identifier(self.datastore.schema), Identifier(self.events_table_name)
+        )
         notify = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
-        self._preamble = SQL("; ").join([*self.lock_table_statements, notify])
+        head = SQL("SELECT chain_hash FROM {0} ORDER BY notification_id DESC LIMIT 1")
+        self._preamble = SQL("; ").join(
+            [*self.lock_table_statements, notify, head.format(self._table)]
+        )
         self._insert_prefix = SQL(
-            "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) "
-        ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+            "INSERT INTO {0} (originator_id, originator_version, topic, state, account_id, "
+            "chain_hash) "
+        ).format(self._table)
         # Rows come out of unnest in array order, and get their ids in that order.
         self._insert_arrays = self._insert_prefix + SQL(
-            "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[]) "
-            "RETURNING notification_id"
+            "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[], "
+            "%s::uuid[], %s::bytea[]) RETURNING notification_id"
         )
         self._insert_values: dict[int, Composed] = {}
+        self._chain_columns = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, account_id, "
+            "state, chain_hash FROM {0} "
+        ).format(self._table)
 
-    def _insert(self, stored_events: Sequence[StoredEvent]) -> tuple[Composed, list[Any]]:
-        """The statement inserting ``stored_events``, and its parameters."""
+    # Ledgers starting together on a new schema race on the library's DDL (CREATE ... IF
+    # NOT EXISTS and CREATE OR REPLACE FUNCTION are not safe concurrently: a duplicate
+    # type, "tuple concurrently updated"): the loser tries again and finds the work done.
+    @retry((InternalError, IntegrityError), max_attempts=5, wait=0.2)
+    def create_table(self) -> None:
+        super().create_table()
+        self._upgrade()
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                SQL(
+                    "CREATE INDEX IF NOT EXISTS {0} ON {1} (account_id, notification_id) "
+                    "WHERE account_id IS NOT NULL"
+                ).format(Identifier(f"{self.events_table_name}_account_idx"), self._table)
+            )
+
+    def _upgrade(self) -> None:
+        """Adds the chain's columns to a table made before them, and links its rows."""
+        has_chain = SQL(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass "
+            "AND attname = 'chain_hash' AND NOT attisdropped"
+        )
+        table = self._table.as_string()
+        with self.datastore.transaction(commit=True) as curs:
+            if curs.execute(has_chain, (table,)).fetchone():
+                return
+            # Writers and readers wait; a second process starting now finds the columns.
+            curs.execute(SQL("LOCK TABLE {0} IN ACCESS EXCLUSIVE MODE").format(self._table))
+            if curs.execute(has_chain, (table,)).fetchone():
+                return
+            curs.execute(
+                SQL(
+                    "ALTER TABLE {0} ADD COLUMN account_id uuid, ADD COLUMN chain_hash bytea"
+                ).format(self._table)
+            )
+            self._link_existing_rows(curs)
+
+    def _link_existing_rows(self, curs: Cursor[DictRow]) -> None:
+        """Links every row in order, a page per statement (the session must never sit
+        idle in its transaction for long)."""
+        previous, position = GENESIS, 0
+        select = self._chain_columns + SQL(
+            "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+        )
+        update = SQL(
+            "UPDATE {0} AS t SET chain_hash = u.chain_hash "
+            "FROM unnest(%s::bigint[], %s::bytea[]) AS u(notification_id, chain_hash) "
+            "WHERE t.notification_id = u.notification_id"
+        ).format(self._table)
+        while rows := curs.execute(select, (position, UPGRADE_PAGE)).fetchall():
+            events = [_stored_event(row) for row in rows]
+            hashes = links(previous, events, [None] * len(events))
+            curs.execute(update, ([row["notification_id"] for row in rows], hashes))
+            previous, position = hashes[-1], rows[-1]["notification_id"]
+
+    def _insert(
+        self, stored_events: Sequence[StoredEvent], previous: bytes
+    ) -> tuple[Composed, list[Any]]:
+        """The statement inserting ``stored_events`` after the row whose chain hash is
+        ``previous``, and its parameters."""
+        accounts = [account(UUID(str(e.originator_id))) for e in stored_events]
+        hashes = links(previous, stored_events, accounts)
         rows = len(stored_events)
         if rows > MAX_VALUES_ROWS:
             columns: list[Any] = [
@@ -61,17 +150,20 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
                 [e.originator_version for e in stored_events],
                 [e.topic for e in stored_events],
                 [e.state for e in stored_events],
+                accounts,
+                hashes,
             ]
             return self._insert_arrays, columns
         statement = self._insert_values.get(rows)
         if statement is None:
-            values = SQL(", ").join([SQL("(%s, %s, %s, %s)")] * rows)
+            values = SQL(", ").join([SQL("(%s, %s, %s, %s, %s, %s)")] * rows)
             statement = self._insert_prefix + SQL("VALUES ") + values
             statement += SQL(" RETURNING notification_id")
             self._insert_values[rows] = statement
         params: list[Any] = []
-        for e in stored_events:
+        for e, account_id, chain_hash in zip(stored_events, accounts, hashes, strict=True):
             params += (e.originator_id, e.originator_version, e.topic, e.state)
+            params += (account_id, chain_hash)
         return statement, params
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
@@ -83,13 +175,17 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
             raise ProgrammingError("an application recorder does not record tracking")
         if not stored_events:
             return []
-        statement, params = self._insert(stored_events)
         with (
             self.datastore.get_connection() as conn,
             conn.transaction(),
             conn.cursor() as curs,
         ):
             curs.execute(self._preamble)
+            while curs.nextset():  # to the last statement's result: the newest row's hash
+                pass
+            head = curs.fetchone()
+            previous = head["chain_hash"] if head and head["chain_hash"] else GENESIS
+            statement, params = self._insert(stored_events, previous)
             curs.execute(statement, params, prepare=True)
             return [row["notification_id"] for row in curs.fetchall()]
 
@@ -124,12 +220,43 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
     def _select(self, statement: Composed, params: tuple[Any, ...]) -> list[StoredEvent]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, params, prepare=True)
-            return [
-                StoredEvent(
-                    originator_id=row["originator_id"],
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=bytes(row["state"]),
-                )
-                for row in curs.fetchall()
-            ]
+            return [_stored_event(row) for row in curs.fetchall()]
+
+    def select_chain(self, start: int, limit: int) -> list[ChainRow]:
+        """Up to ``limit`` rows of the chain from position ``start`` on, in order."""
+        statement = self._chain_columns + SQL(
+            "WHERE notification_id >= %s ORDER BY notification_id LIMIT %s"
+        )
+        return [ChainRow(*row) for row in self._select_rows(statement, (start, limit))]
+
+    def select_head(self) -> tuple[ChainRow, int] | None:
+        """The newest row, and how many rows there are (one statement: one snapshot)."""
+        statement = SQL(
+            "SELECT * FROM ({0} ORDER BY notification_id DESC LIMIT 1) AS head, "
+            "(SELECT count(*) FROM {1}) AS total"
+        ).format(self._chain_columns, self._table)
+        rows = self._select_rows(statement, ())
+        return (ChainRow(*rows[0][:-1]), rows[0][-1]) if rows else None
+
+    def select_account(self, account_id: UUID) -> list[tuple[int, StoredEvent]]:
+        """The events of an account (position, event), in sequence order."""
+        statement = self._chain_columns + SQL("WHERE account_id = %s ORDER BY notification_id")
+        return [
+            (row[0], StoredEvent(row[1], row[2], row[3], bytes(row[5])))
+            for row in self._select_rows(statement, (account_id,))
+        ]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _select_rows(self, statement: Composed, params: tuple[Any, ...]) -> list[TupleRow]:
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as c:
+            c.execute(statement, params, prepare=True)
+            return c.fetchall()
+
+
+def _stored_event(row: DictRow) -> StoredEvent:
+    return StoredEvent(
+        originator_id=row["originator_id"],
+        originator_version=row["originator_version"],
+        topic=row["topic"],
+        state=bytes(row["state"]),
+    )

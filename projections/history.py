@@ -8,7 +8,7 @@ Subscription events do not name their customer after ``Started``, nor invoice ev
 ``history_invoices`` (invoice -> customer, subscription and amount due) for itself, and
 ``history_refunds`` for the amount of a refund when it succeeds or fails. Personal data
 (names, emails) stays out of this table: the history says that the contact changed, not
-to what.
+to what, and that the customer's personal data was erased (``customer.erased``).
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ def _customer_entry(event: Any) -> Entry:
         return Entry("customer.registered", f"Registered, paying in {event.currency}")
     if isinstance(event, Customer.ContactChanged):
         return Entry("customer.contact_changed", "Contact details changed")
+    if isinstance(event, Customer.Erased):
+        return Entry("customer.erased", "Personal data erased: name, email and phone")
     if isinstance(event, Customer.PaymentMethodAdded):
         method = event.method
         default = " (default)" if event.is_default else ""
@@ -346,6 +348,7 @@ CUSTOMER_EVENTS = frozenset(
     {
         Customer.Registered,
         Customer.ContactChanged,
+        Customer.Erased,
         Customer.PaymentMethodAdded,
         Customer.DefaultPaymentMethodSwitched,
         Customer.CreditAdjusted,

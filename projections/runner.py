@@ -204,8 +204,9 @@ class Projector:
         for name, projection in self.projections.items():
             for topic in projection.topics():
                 after[topic] = min(after.get(topic, positions[name]), positions[name])
-        decode = self.ledger.mapper.to_domain_event
-        events = [(n.id, decode(n)) for n in batch if n.id > after.get(n.topic, n.id)]
+        wanted = [n for n in batch if n.id > after.get(n.topic, n.id)]
+        # One page decoded at once: the personal data keys it needs come in one query.
+        events = list(zip((n.id for n in wanted), self.ledger.decode(wanted), strict=True))
         return Page(batch[-1].id, events)
 
     def _commit(self, projection: Projection, position: int, page: Page) -> None:

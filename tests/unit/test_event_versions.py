@@ -5,7 +5,9 @@ pinned shapes are written again (``python -m tests.unit.test_event_versions``)."
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +18,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
-import ledger.application  # noqa: F401  # imports every aggregate of the ledger
+import ledger
 from ledger.application import Ledger
 from ledger.customers import Customer
 
@@ -27,6 +29,8 @@ ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "origi
 
 def event_classes() -> list[type[Aggregate.Event]]:
     """Every event class of the ledger's aggregates, the classes of stored events."""
+    for module in pkgutil.iter_modules(ledger.__path__, "ledger."):
+        importlib.import_module(module.name)  # every aggregate, whatever else was imported
     found: list[type[Aggregate.Event]] = []
     aggregates = list(Aggregate.__subclasses__())
     while aggregates:

@@ -132,7 +132,7 @@ def test_every_aggregate_is_published_except_command_records_and_webhook_endpoin
     assert not is_domain_event(record.collect_events()[0])
     endpoint = WebhookEndpoint.register(uuid4(), "https://crm.example/hooks", ["*"], "", AT)
     assert not is_domain_event(endpoint.collect_events()[0])
-    assert len(EVENT_CLASSES) == 41
+    assert len(EVENT_CLASSES) == 42
 
 
 @pytest.mark.parametrize("cls", EVENT_CLASSES, ids=lambda cls: cls.__qualname__)

@@ -1,0 +1,173 @@
+"""The customers' wrapped personal data keys (``ledger.personal_data``), in the event
+store's own database: the table ``personal_keys`` in the SQLite file, or in the
+PostgreSQL schema of the event store, reached through the event store's connections.
+
+``personal_keys (customer_id PRIMARY KEY, wrapped_key, erased_at)``: ``wrapped_key`` is
+the customer's data key encrypted by the master key (AES-GCM: nonce, tag, ciphertext);
+erasing the customer sets it to NULL and ``erased_at`` to when. The row stays, so that no
+key is ever made again for an erased customer. The table is outside the audit chain on
+purpose: destroying a key changes no stored event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import ApplicationRecorder
+from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.sqlite import SQLiteDatastore
+from psycopg.sql import SQL, Composed, Identifier
+
+from ledger.personal_data import KeyStore
+
+TABLE = "personal_keys"
+
+
+class SQLiteKeyStore:
+    def __init__(self, datastore: SQLiteDatastore) -> None:
+        self.datastore = datastore
+
+    def setup(self) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                f"CREATE TABLE IF NOT EXISTS {TABLE} (customer_id TEXT PRIMARY KEY, "
+                "wrapped_key BLOB, erased_at TEXT)"
+            )
+
+    def wrapped(self, customer_ids: Collection[UUID]) -> dict[UUID, bytes | None]:
+        found: dict[UUID, bytes | None] = {}
+        ids = [str(i) for i in customer_ids]
+        # Within SQLite's oldest limit on parameters per statement.
+        for start in range(0, len(ids), 900):
+            page = ids[start : start + 900]
+            with self.datastore.transaction(commit=False) as curs:
+                curs.execute(
+                    f"SELECT customer_id, wrapped_key FROM {TABLE} "
+                    f"WHERE customer_id IN ({', '.join('?' * len(page))})",
+                    page,
+                )
+                found |= {UUID(row[0]): _bytes(row[1]) for row in curs.fetchall()}
+        return found
+
+    def add(self, keys: Mapping[UUID, bytes]) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            for customer_id, wrapped in keys.items():
+                curs.execute(
+                    f"INSERT INTO {TABLE} (customer_id, wrapped_key) VALUES (?, ?) "
+                    "ON CONFLICT (customer_id) DO NOTHING",
+                    (str(customer_id), wrapped),
+                )
+
+    def destroy(self, customer_id: UUID, at: datetime) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                f"INSERT INTO {TABLE} (customer_id, wrapped_key, erased_at) VALUES (?, NULL, ?) "
+                "ON CONFLICT (customer_id) DO UPDATE SET wrapped_key = NULL, "
+                f"erased_at = COALESCE({TABLE}.erased_at, excluded.erased_at)",
+                (str(customer_id), at.isoformat()),
+            )
+
+    def any_wrapped(self) -> bytes | None:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(f"SELECT wrapped_key FROM {TABLE} WHERE wrapped_key IS NOT NULL LIMIT 1")
+            row = curs.fetchone()
+        return None if row is None else _bytes(row[0])
+
+
+class PostgresKeyStore:
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        self.datastore = datastore
+        self._table = SQL("{0}.{1}").format(Identifier(datastore.schema), Identifier(TABLE))
+
+    def _sql(self, text: str) -> Composed:
+        return SQL(text).format(table=self._table)
+
+    def setup(self) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                self._sql(
+                    "CREATE TABLE IF NOT EXISTS {table} (customer_id uuid PRIMARY KEY, "
+                    "wrapped_key bytea, erased_at timestamptz)"
+                )
+            )
+
+    def wrapped(self, customer_ids: Collection[UUID]) -> dict[UUID, bytes | None]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                self._sql(
+                    "SELECT customer_id, wrapped_key FROM {table} WHERE customer_id = ANY(%s)"
+                ),
+                (list(customer_ids),),
+            )
+            return {row["customer_id"]: _bytes(row["wrapped_key"]) for row in curs.fetchall()}
+
+    def add(self, keys: Mapping[UUID, bytes]) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                self._sql(
+                    "INSERT INTO {table} (customer_id, wrapped_key) "
+                    "SELECT * FROM unnest(%s::uuid[], %s::bytea[]) "
+                    "ON CONFLICT (customer_id) DO NOTHING"
+                ),
+                (list(keys), list(keys.values())),
+            )
+
+    def destroy(self, customer_id: UUID, at: datetime) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                self._sql(
+                    "INSERT INTO {table} (customer_id, wrapped_key, erased_at) "
+                    "VALUES (%s, NULL, %s) ON CONFLICT (customer_id) DO UPDATE SET "
+                    "wrapped_key = NULL, erased_at = COALESCE({table}.erased_at, "
+                    "excluded.erased_at)"
+                ),
+                (customer_id, at),
+            )
+
+    def any_wrapped(self) -> bytes | None:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                self._sql("SELECT wrapped_key FROM {table} WHERE wrapped_key IS NOT NULL LIMIT 1")
+            )
+            row = curs.fetchone()
+        return None if row is None else _bytes(row["wrapped_key"])
+
+
+class MemoryKeyStore:
+    """For a ledger kept in memory (eventsourcing's POPO persistence): keys go with it."""
+
+    def __init__(self) -> None:
+        self.rows: dict[UUID, bytes | None] = {}
+
+    def setup(self) -> None:
+        pass
+
+    def wrapped(self, customer_ids: Collection[UUID]) -> dict[UUID, bytes | None]:
+        return {i: self.rows[i] for i in customer_ids if i in self.rows}
+
+    def add(self, keys: Mapping[UUID, bytes]) -> None:
+        for customer_id, wrapped in keys.items():
+            self.rows.setdefault(customer_id, wrapped)
+
+    def destroy(self, customer_id: UUID, at: datetime) -> None:
+        self.rows[customer_id] = None
+
+    def any_wrapped(self) -> bytes | None:
+        return next((w for w in self.rows.values() if w is not None), None)
+
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+def key_store_for(recorder: ApplicationRecorder) -> KeyStore:
+    """The key store beside the event store of ``recorder``."""
+    datastore = getattr(recorder, "datastore", None)
+    if isinstance(datastore, SQLiteDatastore):
+        return SQLiteKeyStore(datastore)
+    if isinstance(datastore, PostgresDatastore):
+        return PostgresKeyStore(datastore)
+    return MemoryKeyStore()

@@ -1,0 +1,248 @@
+"""Personal data sealed at rest, field by field, with each customer's own key; erasing a
+customer destroys their key, so that what was sealed with it is unreadable for good
+(crypto-shredding) while every other byte of the store stays as it was.
+
+The sealed fields are a customer's ``email``, ``name`` and ``phone``: in the events that
+carry them (``Customer.Registered``, ``Customer.ContactChanged``) and in the customer's
+snapshots. ``PersonalDataMapper`` seals them before an event is encoded and opens them
+after it is decoded, so the aggregates, the projections and the integration events only
+ever see plain values, or ``ERASED`` once the customer is erased.
+
+A sealed value is a string, ``sealed:1:`` then the base64 of eventsourcing's AES-GCM
+ciphertext (nonce, tag, ciphertext), so that events stored before sealing existed (plain
+text) still load as they are. Each customer's data key is random, and kept in the store
+wrapped (AES-GCM) by the master key, which comes from the settings and never from the
+database (see ``ledger.key_store`` for where the wrapped keys live).
+
+Opened keys are kept in memory for ``KEY_TTL`` seconds: a process that opened a key
+shortly before another process erased its customer can still read their data until its
+copy runs out; the process that erases drops its own copy at once.
+"""
+
+from __future__ import annotations
+
+import binascii
+import time
+from base64 import b64decode, b64encode
+from collections.abc import Callable, Collection, Iterable, Mapping
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from eventsourcing.cipher import AESCipher
+from eventsourcing.domain import Snapshot
+from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.utils import Environment, get_topic
+
+from ledger.customers import ERASED, Customer
+
+PREFIX = "sealed:1:"
+PERSONAL_FIELDS = ("email", "name", "phone")
+# The events whose personal fields are sealed (a snapshot is told by the aggregate it
+# holds), and the stored topics whose originators' keys a page of events may need.
+SEALED_EVENTS: tuple[type[Customer.Event], ...] = (Customer.Registered, Customer.ContactChanged)
+SEALED_TOPICS = frozenset({*(get_topic(e) for e in SEALED_EVENTS), get_topic(Snapshot)})
+_CUSTOMER_TOPIC = get_topic(Customer)
+# Seconds an opened key (or the news that it was destroyed) is kept in memory, and how
+# many are kept before the memory starts again.
+KEY_TTL = 60.0
+KEYS_KEPT = 100_000
+DATA_KEY_BYTES = 32
+
+
+class PersonalDataKeyMismatch(RuntimeError):
+    """The master key does not open the data keys in this store: a wrong or changed
+    ``SUBLEDGER_PERSONAL_DATA_KEY``. Nothing is read or written with it."""
+
+
+class PersonalDataKeyMissing(RuntimeError):
+    """Sealed data whose customer has no key at all (not even a destroyed one): the key
+    table was emptied or the store copied without it."""
+
+
+class KeyStore(Protocol):
+    """Where the wrapped data keys live: one row per customer, whose key is None once
+    destroyed (a tombstone, so that no key is ever made again for an erased customer)."""
+
+    def setup(self) -> None:
+        """Creates the table if it does not exist."""
+
+    def wrapped(self, customer_ids: Collection[UUID]) -> dict[UUID, bytes | None]:
+        """The row of each of ``customer_ids`` that has one (None: destroyed)."""
+
+    def add(self, keys: Mapping[UUID, bytes]) -> None:
+        """Stores these wrapped keys, leaving a customer's existing row as it is."""
+
+    def destroy(self, customer_id: UUID, at: datetime) -> None:
+        """Destroys the customer's key for good (a row with no key, made if missing)."""
+
+    def any_wrapped(self) -> bytes | None:
+        """One live wrapped key, to check the master key against; None if there is none."""
+
+
+def aes(key: bytes) -> AESCipher:
+    """eventsourcing's AES-GCM cipher on ``key`` (16, 24 or 32 bytes)."""
+    return AESCipher(Environment(env={AESCipher.CIPHER_KEY: b64encode(key).decode()}))
+
+
+class PersonalData:
+    """Seals and opens personal data with each customer's key, made on first use."""
+
+    def __init__(
+        self,
+        master_key: bytes,
+        keys: KeyStore,
+        ttl: float = KEY_TTL,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._master = aes(master_key)
+        self.keys = keys
+        self._ttl = ttl
+        self._monotonic = monotonic
+        # customer -> (moment it runs out, the cipher; None: the key was destroyed)
+        self._opened: dict[UUID, tuple[float, AESCipher | None]] = {}
+
+    def check(self) -> None:
+        """Raises ``PersonalDataKeyMismatch`` unless the master key opens the store's
+        keys: at start, rather than at the first customer read."""
+        if (wrapped := self.keys.any_wrapped()) is not None:
+            self._unwrap(wrapped)
+
+    def seal(self, customer_id: UUID, value: str) -> str:
+        """``value`` sealed with the customer's key; for an erased customer, ``ERASED``
+        (personal data given after the erasure is not kept)."""
+        cipher = self._cipher(customer_id, make=True)
+        if cipher is None:
+            return ERASED
+        return PREFIX + b64encode(cipher.encrypt(value.encode())).decode()
+
+    def open(self, customer_id: UUID, value: str) -> str:
+        """A sealed value in plain text, ``ERASED`` if its key was destroyed; a value that
+        is not sealed (stored before sealing existed) as it is."""
+        if not value.startswith(PREFIX):
+            return value
+        cipher = self._cipher(customer_id, make=False)
+        if cipher is None:
+            return ERASED
+        try:
+            return cipher.decrypt(b64decode(value[len(PREFIX) :], validate=True)).decode()
+        except (ValueError, binascii.Error) as error:
+            raise ValueError(f"sealed personal data of customer {customer_id}: {error}") from None
+
+    def prepare(self, customer_ids: Iterable[UUID]) -> None:
+        """Opens (or makes) the keys of ``customer_ids`` in a few queries, rather than one
+        query per customer as they are met."""
+        wanted = self._not_opened(customer_ids)
+        if not wanted:
+            return
+        found = self.keys.wrapped(wanted)
+        made = {i: self._master.encrypt(AESCipher.random_bytes(DATA_KEY_BYTES)) for i in wanted}
+        if missing := {i: made[i] for i in wanted if i not in found}:
+            self.keys.add(missing)
+            # Another process may have made some of them first: theirs are the ones kept.
+            found |= self.keys.wrapped(list(missing))
+        self._keep(found)
+
+    def prefetch(self, stored: Iterable[StoredEvent]) -> None:
+        """Opens, in one query, the keys that decoding ``stored`` will need."""
+        ids = {UUID(str(s.originator_id)) for s in stored if s.topic in SEALED_TOPICS}
+        if wanted := self._not_opened(ids):
+            self._keep(self.keys.wrapped(wanted))
+
+    def forget(self, customer_id: UUID, at: datetime) -> None:
+        """Destroys the customer's key: their sealed data is unreadable from now on."""
+        self.keys.destroy(customer_id, at)
+        self._opened[customer_id] = (self._monotonic() + self._ttl, None)
+
+    def _not_opened(self, customer_ids: Iterable[UUID]) -> list[UUID]:
+        now = self._monotonic()
+        return [
+            i
+            for i in dict.fromkeys(customer_ids)
+            if (kept := self._opened.get(i)) is None or kept[0] <= now
+        ]
+
+    def _cipher(self, customer_id: UUID, make: bool) -> AESCipher | None:
+        """The customer's cipher, None if their key was destroyed."""
+        if self._not_opened([customer_id]):
+            if make:
+                self.prepare([customer_id])
+            else:
+                self._keep(self.keys.wrapped([customer_id]))
+        kept = self._opened.get(customer_id)
+        if kept is None:
+            raise PersonalDataKeyMissing(
+                f"customer {customer_id} has sealed personal data but no key in this store"
+            )
+        return kept[1]
+
+    def _keep(self, found: Mapping[UUID, bytes | None]) -> None:
+        if len(self._opened) > KEYS_KEPT:
+            self._opened.clear()
+        until = self._monotonic() + self._ttl
+        for customer_id, wrapped in found.items():
+            cipher = None if wrapped is None else aes(self._unwrap(wrapped))
+            self._opened[customer_id] = (until, cipher)
+
+    def _unwrap(self, wrapped: bytes) -> bytes:
+        try:
+            return self._master.decrypt(wrapped)
+        except ValueError:
+            raise PersonalDataKeyMismatch(
+                "SUBLEDGER_PERSONAL_DATA_KEY does not open the personal data keys stored "
+                "in this database: it is not the key they were made with"
+            ) from None
+
+
+class PersonalDataMapper(Mapper[UUID]):
+    """eventsourcing's mapper, sealing personal fields before encoding and opening them
+    after decoding; without ``personal_data`` (an in-memory ledger with no master key)
+    it stores them as they are."""
+
+    personal_data: PersonalData | None = None
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        personal = self.personal_data
+        holder = _personal_fields(domain_event)
+        if personal is None or holder is None:
+            return super().to_stored_event(domain_event)
+        customer_id = UUID(str(domain_event.originator_id))
+        sealed = {**holder, **_changed(holder, lambda v: personal.seal(customer_id, v))}
+        state = vars(domain_event)
+        state = {**state, "state": sealed} if isinstance(domain_event, Snapshot) else sealed
+        # A copy of the event holding the sealed values: the caller's event is unchanged.
+        copy = object.__new__(type(domain_event))
+        object.__setattr__(copy, "__dict__", state)
+        return super().to_stored_event(copy)
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        event = super().to_domain_event(stored_event)
+        personal = self.personal_data
+        if personal is not None and (holder := _personal_fields(event)) is not None:
+            customer_id = UUID(str(stored_event.originator_id))
+            # A decoded event is a fresh object: its state is ours to change.
+            holder.update(_changed(holder, lambda v: personal.open(customer_id, v)))
+        return event
+
+    def to_domain_events(self, stored: list[StoredEvent]) -> list[Any]:
+        """Decodes a page of stored events, opening the keys it needs in one query."""
+        if self.personal_data is not None:
+            self.personal_data.prefetch(stored)
+        return [self.to_domain_event(s) for s in stored]
+
+
+def _personal_fields(event: Any) -> dict[str, Any] | None:
+    """The dict holding the event's personal fields (a customer snapshot's state, or the
+    event's own attributes), if it has any."""
+    if isinstance(event, SEALED_EVENTS):
+        return vars(event)
+    if isinstance(event, Snapshot) and event.topic == _CUSTOMER_TOPIC:
+        state: dict[str, Any] = event.state
+        return state
+    return None
+
+
+def _changed(holder: Mapping[str, Any], change: Callable[[str], str]) -> dict[str, str]:
+    """``change`` applied to each personal field of ``holder`` that holds text (a phone
+    may be None)."""
+    return {f: change(v) for f in PERSONAL_FIELDS if isinstance(v := holder.get(f), str)}
