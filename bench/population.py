@@ -19,12 +19,10 @@ and ids derive from command ids (as the handlers derive them), which derive from
 
 from __future__ import annotations
 
-import gc
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from time import perf_counter
@@ -53,6 +51,7 @@ from commands.demo import (
     START,
     TRIAL_DAYS,
 )
+from ledger import collector
 from ledger.application import Ledger
 from ledger.billing import Mark, bill
 from ledger.calendar import Interval, IntervalUnit, boundary
@@ -464,20 +463,6 @@ def _save(ledger: Ledger, cohort: _Cohort) -> int:
     return len(events)
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pauses the cyclic garbage collector: the simulation allocates objects by the
-    million, which set it off over and over (some 15% of the time), while what it makes
-    has no reference cycles and is freed by reference counting as each cohort is saved."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def populate(
     ledger: Ledger, events: int, seed: int = 7, log: Callable[[str], None] = ignore
 ) -> Counter[str]:
@@ -493,7 +478,7 @@ def populate(
     population.open_catalog(START)
     stored = catalog = _save(ledger, population.cohort())
     logged, year, per_customer = 0, 0, float(EVENTS_PER_CUSTOMER)
-    with _collector_paused():
+    with collector.paused():
         while stored < events:
             # Customers arrive evenly over the year (at a random instant within their own
             # slot, so in order) and live until its end.

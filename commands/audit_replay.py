@@ -9,9 +9,7 @@ its first event after the instant, so its later events are never decoded.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, cast
@@ -23,6 +21,7 @@ from eventsourcing.persistence import Mapper, StoredEvent
 from commands.accounts import invoice_view, money_view, subscription_view
 from commands.audit import chain_recorder
 from commands.integration_events import ENVELOPE_FIELDS, to_json
+from ledger import collector
 from ledger.application import Ledger
 from ledger.clock import ensure_utc
 from ledger.customers import Customer
@@ -126,24 +125,10 @@ class Replay:
         }
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection while an account is read and folded: every row and
-    event lives until the replay is done, none is part of a cycle, and the collector would
-    scan them again and again (a third of the time)."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
-
-
 def replay(ledger: Ledger, customer_id: UUID, as_of: datetime | None = None) -> Replay:
     """The account of ``customer_id`` as of ``as_of``, from the ledger's stored events
     (``NoChain`` if its store keeps no accounts: not one of the ledger's recorders)."""
-    with _collector_paused():
+    with collector.paused():
         rows = chain_recorder(ledger).select_account(customer_id)
         return fold(ledger.mapper, customer_id, rows, as_of)
 

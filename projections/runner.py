@@ -16,11 +16,11 @@ order (the recorders hold a table lock, or SQLite's write lock, until commit).
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ledger import collector
 from ledger.application import Ledger
 from projections.database import Database, Transaction
 from projections.projection import Positioned, Projection
@@ -156,7 +156,7 @@ class Projector:
         positions = self._positions()
         start = min(positions.values(), default=0) + 1
         projected = 0
-        with _young_collections_only():
+        with collector.paused():
             while page := self._read(start, positions):
                 try:
                     for name, projection in self.projections.items():
@@ -170,6 +170,8 @@ class Projector:
                     continue
                 projected += len(page.events)
                 start = page.last + 1
+                # A page's objects are gone now (reference counting): collecting the
+                # young generations here costs little and keeps memory flat.
                 del page
                 gc.collect(1)
                 if progress is not None:
@@ -262,20 +264,3 @@ def _reset(tx: Transaction, projection: Projection) -> None:
 class Page:
     last: int  # the position of its last event
     events: list[Positioned]  # the events of a class some projection handles, decoded
-
-
-@contextmanager
-def _young_collections_only() -> Iterator[None]:
-    """No automatic cyclic garbage collection while pages are processed; the loop
-    collects the young generations itself after each page. A page allocates tens of
-    thousands of objects that all live until it is done: the automatic collector would
-    scan them again and again for nothing (a third of a rebuild's time). Between pages
-    they are gone (freed by reference counting), so collecting there costs little and
-    keeps memory flat."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
