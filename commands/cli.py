@@ -214,7 +214,7 @@ def _show_demo(report: DemoReport, url: str) -> None:
     if recent:
         last = recent[0]
         reports.headline(console, recent, f"Revenue, {last.start} to {last.end} (last 30 days)")
-    for command in ("stats", "projections status", "catalog"):
+    for command in ("stats", "projections status", "catalog", "audit verify"):
         console.print(
             f"Explore it: .venv/bin/subledger {command} --database-url {shlex.quote(url)}",
             soft_wrap=True,
