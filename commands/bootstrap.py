@@ -19,6 +19,7 @@ from gateways.sandbox import SandboxGateway
 from gateways.stripe import StripeConfig, StripeGateway, StripeWebhooks
 from gateways.webhooks import WebhookVerifier
 from ledger.application import PERSONAL_DATA_KEY, Ledger
+from ledger.personal_data import master_key
 from projections import all_projections
 from projections.database import Database, PostgresDatabase, SQLiteDatabase
 from projections.runner import Projector
@@ -84,6 +85,8 @@ def personal_data_key(settings: Settings, env: dict[str, str]) -> str:
         # Readable by its owner only, from the start.
         with os.fdopen(os.open(made, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             f.write(b64encode(os.urandom(32)).decode() + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # never an empty key file after a crash
         try:
             # Atomic, and never replaces a key: of two processes starting together,
             # the second reads the first's.
@@ -92,7 +95,12 @@ def personal_data_key(settings: Settings, env: dict[str, str]) -> str:
             pass
         finally:
             made.unlink()
-    return path.read_text().strip()
+    text = path.read_text().strip()
+    try:
+        master_key(text)
+    except ValueError as error:
+        raise ValueError(f"the key file {path} holds no usable key: {error}") from None
+    return text
 
 
 def gateways(settings: Settings | None = None) -> Gateways:

@@ -61,6 +61,8 @@ FINISH = """
 local answered = 0
 for i = 3, #ARGV, 4 do
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
+    -- Answered: the entry (a customer's contact data, maybe) is not kept in Redis.
+    redis.call('XDEL', KEYS[1], ARGV[i])
     answered = answered + 1
     local reply_to = tonumber(ARGV[i + 1])
     if reply_to > 0 then
@@ -307,8 +309,25 @@ def _rejection_record(message: Incoming, error: ReplyError) -> str:
         command_id=message.command_id,
         reply_to=message.reply_to,
         error=error,
-        received=raw[:QUOTED_BYTES].decode("utf-8", errors="replace"),
+        received=_redacted(raw)[:QUOTED_BYTES].decode("utf-8", errors="replace"),
     ).model_dump_json()
+
+
+def _redacted(raw: bytes) -> bytes:
+    """A rejected command as quoted for operators: without the personal data it carried
+    (kept in clear for months in the rejections stream, out of erasure's reach)."""
+    try:
+        command = json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
+        return raw
+    if not isinstance(command, dict):
+        return raw
+    personal = {"email", "phone"} | (
+        {"name"} if str(command.get("type", "")).startswith("customer.") else set()
+    )
+    return json.dumps(
+        {key: "redacted" if key in personal else value for key, value in command.items()}
+    ).encode()
 
 
 def answer_directly(raw: bytes, ledger: Ledger, clock: Clock, streams: Streams) -> Reply:

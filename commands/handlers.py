@@ -83,6 +83,7 @@ def register_customer(cmd: s.RegisterCustomer, ledger: Ledger, now: datetime) ->
 
 def change_customer_contact(cmd: s.ChangeCustomerContact, ledger: Ledger, now: datetime) -> Outcome:
     customer = ledger.customer(cmd.customer_id)
+    ledger.refuse_if_erased(customer, "new contact data")
     customer.change_contact(cmd.email, cmd.name, now, cmd.phone)
     return Outcome({"customer_id": str(customer.id)}, (customer,))
 
@@ -114,7 +115,7 @@ def switch_default_payment_method(
 
 def start_subscription(cmd: s.StartSubscription, ledger: Ledger, now: datetime) -> Outcome:
     customer = ledger.customer(cmd.customer_id)
-    customer.refuse_if_erased("a new subscription")
+    ledger.refuse_if_erased(customer, "a new subscription")
     currency = cmd.currency or customer.currency
     if currency != customer.currency:
         raise CurrencyMismatch(f"the customer is billed in {customer.currency}, not {currency}")

@@ -3,8 +3,6 @@ database URL means for the event store."""
 
 from __future__ import annotations
 
-import binascii
-from base64 import b64decode
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -12,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledger.dunning import DunningPolicy, ExhaustedAction
+from ledger.personal_data import master_key
 
 DEFAULT_DATABASE_URL = "sqlite:///.subledger/ledger.db"
 # The demo keeps its own file, so that it never touches the default ledger.
@@ -80,12 +79,7 @@ class Settings(BaseSettings):
     @classmethod
     def _personal_data_key_is_an_aes_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            try:
-                size = len(b64decode(value.get_secret_value(), validate=True))
-            except binascii.Error:
-                raise ValueError("not base64 (make one: openssl rand -base64 32)") from None
-            if size not in (16, 24, 32):
-                raise ValueError(f"an AES key is 16, 24 or 32 bytes, this one is {size}")
+            master_key(value.get_secret_value())  # raises ValueError: a settings error
         return value
 
     @model_validator(mode="after")

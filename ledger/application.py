@@ -6,7 +6,6 @@ audit chain follow, and one SQLite file for the embedded default.
 
 from __future__ import annotations
 
-from base64 import b64decode
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,13 +21,13 @@ from eventsourcing.utils import Environment, EnvType, get_topic
 from ledger.accounts import recording
 from ledger.catalog import Plan, plan_id
 from ledger.coupons import Coupon, coupon_id
-from ledger.customers import Customer
+from ledger.customers import Customer, CustomerErased
 from ledger.dunning import DunningPolicy
 from ledger.errors import NotFound
 from ledger.idempotency import CommandRecord, command_record_id
 from ledger.invoices import Invoice
 from ledger.key_store import key_store_for
-from ledger.personal_data import SEALED_EVENTS, PersonalData, PersonalDataMapper
+from ledger.personal_data import SEALED_EVENTS, PersonalData, PersonalDataMapper, master_key
 from ledger.postgres_recorder import LeanPostgresApplicationRecorder
 from ledger.staging import Stage
 from ledger.subscriptions import Subscription
@@ -55,10 +54,10 @@ class Ledger(Application[UUID]):
         # Personal data is sealed when a master key is given (bootstrap always gives
         # one); a wrong one fails here, before anything is read or written with it.
         self.personal_data: PersonalData | None = None
-        if master_key := self.env.get(PERSONAL_DATA_KEY):
+        if PERSONAL_DATA_KEY in self.env:  # even empty: an empty key is an error, not none
             keys = key_store_for(self.recorder)
             keys.setup()
-            self.personal_data = PersonalData(b64decode(master_key, validate=True), keys)
+            self.personal_data = PersonalData(master_key(self.env[PERSONAL_DATA_KEY]), keys)
             self.personal_data.check()
         self._personal_mapper.personal_data = self.personal_data
 
@@ -78,6 +77,13 @@ class Ledger(Application[UUID]):
             cipher=self.factory.cipher(),
         )
         return self._personal_mapper
+
+    def refuse_if_erased(self, customer: Customer, what: str) -> None:
+        """Refuses ``what`` for an erased customer: one whose ``Customer.Erased`` is
+        stored, or whose key is already destroyed (the erasure's event not stored yet)."""
+        if self.personal_data is not None and self.personal_data.destroyed(customer.id):
+            raise CustomerErased(f"customer {customer.id} was erased: {what} is refused")
+        customer.refuse_if_erased(what)
 
     def decode(self, stored: Sequence[StoredEvent]) -> list[object]:
         """Decodes a page of stored events, opening the personal data keys it needs in

@@ -294,8 +294,9 @@ class Customer(Aggregate):
 
 def _check_contact(email: str, name: str, phone: str | None) -> None:
     if not _EMAIL.match(email):
-        raise InvalidCustomer(f"{email!r} is not an email address")
+        # The value stays out of the message: a refusal is recorded, unsealed.
+        raise InvalidCustomer("the email is not an email address")
     if not name.strip():
         raise InvalidCustomer("a customer needs a name")
     if phone is not None and not _PHONE.match(phone):
-        raise InvalidCustomer(f"{phone!r} is not a phone number (E.164: +, then 8-15 digits)")
+        raise InvalidCustomer("the phone is not a phone number (E.164: +, then 8-15 digits)")

@@ -5,8 +5,10 @@ PostgreSQL schema of the event store, reached through the event store's connecti
 ``personal_keys (customer_id PRIMARY KEY, wrapped_key, erased_at)``: ``wrapped_key`` is
 the customer's data key encrypted by the master key (AES-GCM: nonce, tag, ciphertext);
 erasing the customer sets it to NULL and ``erased_at`` to when. The row stays, so that no
-key is ever made again for an erased customer. The table is outside the audit chain on
-purpose: destroying a key changes no stored event.
+key is ever made again for an erased customer. One row, under the nil UUID, holds a fixed
+value sealed by the master key the store was first opened with: any other master key is
+refused at start, even before the first customer (two keys would split the store). The
+table is outside the audit chain on purpose: destroying a key changes no stored event.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 from psycopg.sql import SQL, Composed, Identifier
 
-from ledger.personal_data import KeyStore
+from ledger.personal_data import CHECK_ROW, KeyStore
 
 TABLE = "personal_keys"
 
@@ -70,11 +72,19 @@ class SQLiteKeyStore:
                 (str(customer_id), at.isoformat()),
             )
 
-    def any_wrapped(self) -> bytes | None:
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute(f"SELECT wrapped_key FROM {TABLE} WHERE wrapped_key IS NOT NULL LIMIT 1")
+    def check_value(self, candidate: bytes) -> bytes:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                f"INSERT INTO {TABLE} (customer_id, wrapped_key) VALUES (?, ?) "
+                "ON CONFLICT (customer_id) DO NOTHING",
+                (str(CHECK_ROW), candidate),
+            )
+            curs.execute(
+                f"SELECT wrapped_key FROM {TABLE} WHERE customer_id = ?", (str(CHECK_ROW),)
+            )
             row = curs.fetchone()
-        return None if row is None else _bytes(row[0])
+        assert row is not None  # inserted just before, if it was not there
+        return bytes(row[0])
 
 
 class PostgresKeyStore:
@@ -127,13 +137,21 @@ class PostgresKeyStore:
                 (customer_id, at),
             )
 
-    def any_wrapped(self) -> bytes | None:
-        with self.datastore.transaction(commit=False) as curs:
+    def check_value(self, candidate: bytes) -> bytes:
+        with self.datastore.transaction(commit=True) as curs:
             curs.execute(
-                self._sql("SELECT wrapped_key FROM {table} WHERE wrapped_key IS NOT NULL LIMIT 1")
+                self._sql(
+                    "INSERT INTO {table} (customer_id, wrapped_key) VALUES (%s, %s) "
+                    "ON CONFLICT (customer_id) DO NOTHING"
+                ),
+                (CHECK_ROW, candidate),
+            )
+            curs.execute(
+                self._sql("SELECT wrapped_key FROM {table} WHERE customer_id = %s"), (CHECK_ROW,)
             )
             row = curs.fetchone()
-        return None if row is None else _bytes(row["wrapped_key"])
+        assert row is not None  # inserted just before, if it was not there
+        return bytes(row["wrapped_key"])
 
 
 class MemoryKeyStore:
@@ -155,8 +173,10 @@ class MemoryKeyStore:
     def destroy(self, customer_id: UUID, at: datetime) -> None:
         self.rows[customer_id] = None
 
-    def any_wrapped(self) -> bytes | None:
-        return next((w for w in self.rows.values() if w is not None), None)
+    def check_value(self, candidate: bytes) -> bytes:
+        found = self.rows.setdefault(CHECK_ROW, candidate)
+        assert found is not None
+        return found
 
 
 def _bytes(value: Any) -> bytes | None:

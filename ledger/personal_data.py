@@ -46,6 +46,9 @@ _CUSTOMER_TOPIC = get_topic(Customer)
 # Seconds an opened key (or the news that it was destroyed) is kept in memory, and how
 # many are kept before the memory starts again.
 KEY_TTL = 60.0
+# The key store's row that pins the master key (no customer has the nil UUID).
+CHECK_ROW = UUID(int=0)
+CHECK_PLAINTEXT = b"subledger personal data master key"
 KEYS_KEPT = 100_000
 DATA_KEY_BYTES = 32
 
@@ -76,8 +79,21 @@ class KeyStore(Protocol):
     def destroy(self, customer_id: UUID, at: datetime) -> None:
         """Destroys the customer's key for good (a row with no key, made if missing)."""
 
-    def any_wrapped(self) -> bytes | None:
-        """One live wrapped key, to check the master key against; None if there is none."""
+    def check_value(self, candidate: bytes) -> bytes:
+        """The master key's check value: ``candidate`` if the store has none yet (it is
+        kept), else the one kept, to be opened with the master key."""
+
+
+def master_key(text: str) -> bytes:
+    """The master key written as base64 of 16, 24 or 32 bytes; ValueError otherwise (an
+    empty or cut-short key file too: never taken as "no sealing")."""
+    try:
+        key = b64decode(text.strip(), validate=True)
+    except binascii.Error:
+        raise ValueError("not base64 (make one: openssl rand -base64 32)") from None
+    if len(key) not in (16, 24, 32):
+        raise ValueError(f"an AES key is 16, 24 or 32 bytes, this one is {len(key)}")
+    return key
 
 
 def aes(key: bytes) -> AESCipher:
@@ -103,10 +119,11 @@ class PersonalData:
         self._opened: dict[UUID, tuple[float, AESCipher | None]] = {}
 
     def check(self) -> None:
-        """Raises ``PersonalDataKeyMismatch`` unless the master key opens the store's
-        keys: at start, rather than at the first customer read."""
-        if (wrapped := self.keys.any_wrapped()) is not None:
-            self._unwrap(wrapped)
+        """Raises ``PersonalDataKeyMismatch`` unless the master key is the one the store
+        was first opened with: at start, rather than at the first customer read."""
+        kept = self.keys.check_value(self._master.encrypt(CHECK_PLAINTEXT))
+        if self._unwrap(kept) != CHECK_PLAINTEXT:
+            raise PersonalDataKeyMismatch("the personal data keys' check value is not ours")
 
     def seal(self, customer_id: UUID, value: str) -> str:
         """``value`` sealed with the customer's key; for an erased customer, ``ERASED``
@@ -148,6 +165,14 @@ class PersonalData:
         ids = {UUID(str(s.originator_id)) for s in stored if s.topic in SEALED_TOPICS}
         if wanted := self._not_opened(ids):
             self._keep(self.keys.wrapped(wanted))
+
+    def destroyed(self, customer_id: UUID) -> bool:
+        """Whether the customer's key was destroyed (erased, maybe before the event that
+        says so was stored)."""
+        if self._not_opened([customer_id]):
+            self._keep(self.keys.wrapped([customer_id]))
+        kept = self._opened.get(customer_id)
+        return kept is not None and kept[1] is None
 
     def forget(self, customer_id: UUID, at: datetime) -> None:
         """Destroys the customer's key: their sealed data is unreadable from now on."""
