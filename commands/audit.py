@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from ledger.application import Ledger
-from ledger.chain import GENESIS, ChainRecorder, ChainRow
+from ledger.chain import FIRST_POSITION, GENESIS, ChainRecorder, ChainRow
 from ledger.postgres_recorder import LeanPostgresApplicationRecorder
 from ledger.sqlite_recorder import ChainedSQLiteApplicationRecorder
 
@@ -58,6 +58,8 @@ class Break(StrEnum):
     ANCHOR_MISSING = "anchor_missing"
     # The row at the anchor's position has another hash: the chain was recomputed.
     ANCHOR_MISMATCH = "anchor_mismatch"
+    # The table counts rows that a walk by position does not meet.
+    UNWALKED = "rows_outside_chain"
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,10 @@ def verify(
     ``anchor``'s position, if given, carries its hash."""
     head = recorder.select_head()
     total = head[1] if head else 0
-    previous, position, checked = GENESIS, 0, 0
-    rows = recorder.select_chain(1, page)
+    head_position = head[0].position if head else 0
+    previous, position, checked, up_to_head = GENESIS, 0, 0, 0
+    # From the lowest position a row can have: a row put below the first is walked too.
+    rows = recorder.select_chain(FIRST_POSITION, page)
     while rows:
         for index, row in enumerate(rows):
             after = rows[index + 1 : index + 2]
@@ -127,12 +131,22 @@ def verify(
             if broken is not None:
                 return VerifyReport(checked, _reached(previous, position, checked), broken, anchor)
             previous, position, checked = row.chain_hash or GENESIS, row.position, checked + 1
+            up_to_head += row.position <= head_position
         if progress is not None:
             progress(checked, max(total, checked))
         rows = recorder.select_chain(position + 1, page)
     reached = _reached(previous, position, checked)
     if anchor is not None and position < anchor.position:
         return VerifyReport(checked, reached, _anchor_missing(anchor, position), anchor)
+    if up_to_head != total:
+        # Rows the table counts but no walk by position meets (stored out of order).
+        unseen = BrokenLink(
+            head_position,
+            Break.UNWALKED,
+            f"the table holds {total} rows up to position {head_position}, the walk met "
+            f"{up_to_head}: rows are stored where no walk in order reaches them",
+        )
+        return VerifyReport(checked, reached, unseen, anchor)
     return VerifyReport(checked, reached, None, anchor)
 
 

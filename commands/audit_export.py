@@ -24,7 +24,7 @@ from commands.audit import chain_recorder
 from commands.audit_replay import event_fields, event_type
 from commands.integration_events import to_json
 from ledger.application import Ledger
-from ledger.chain import GENESIS, ChainRow
+from ledger.chain import FIRST_POSITION, GENESIS, ChainRow
 
 PAGE = 1000
 
@@ -53,7 +53,7 @@ class ExportSummary:
 def chain_rows(ledger: Ledger, page: int = PAGE) -> Iterator[ChainRow]:
     """Every stored event with its chain hash, in sequence order, read ``page`` at a time."""
     recorder = chain_recorder(ledger)
-    start = 1
+    start = FIRST_POSITION
     while True:
         rows = recorder.select_chain(start, page)
         yield from rows

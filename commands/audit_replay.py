@@ -9,7 +9,7 @@ its first event after the instant, so its later events are never decoded.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, cast
@@ -130,7 +130,11 @@ def replay(ledger: Ledger, customer_id: UUID, as_of: datetime | None = None) -> 
     (``NoChain`` if its store keeps no accounts: not one of the ledger's recorders)."""
     with collector.paused():
         rows = chain_recorder(ledger).select_account(customer_id)
-        return fold(ledger.mapper, customer_id, rows, as_of)
+
+        def earlier(aggregate_id: UUID, version: int) -> list[StoredEvent]:
+            return list(ledger.recorder.select_events(aggregate_id, lte=version))
+
+        return fold(ledger.mapper, customer_id, rows, as_of, earlier)
 
 
 def fold(
@@ -138,8 +142,13 @@ def fold(
     customer_id: UUID,
     rows: Iterable[tuple[int, StoredEvent]],
     as_of: datetime | None,
+    earlier: Callable[[UUID, int], list[StoredEvent]],
 ) -> Replay:
-    """Decodes and folds an account's stored rows (position, event; in sequence order)."""
+    """Decodes and folds an account's stored rows (position, event; in sequence order).
+
+    ``earlier(aggregate, version)`` gives an aggregate's events up to ``version``: those
+    stored before the store kept accounts (a database upgraded to the audit chain), which
+    an aggregate's state needs though the account's rows begin after them."""
     limit = None if as_of is None else ensure_utc(as_of)
     aggregates: dict[UUID, Aggregate] = {}
     # Aggregates whose fold has reached the instant: their later events are not decoded.
@@ -153,6 +162,14 @@ def fold(
         # A cast, not an isinstance check: a runtime protocol check costs more than
         # decoding the event (as in ``Ledger.load_many``).
         event = cast(Aggregate.Event, mapper.to_domain_event(row))
+        if event.originator_id not in aggregates and event.originator_version > 1:
+            for old in earlier(event.originator_id, event.originator_version - 1):
+                before = cast(Aggregate.Event, mapper.to_domain_event(old))
+                if limit is not None and before.timestamp > limit:
+                    break
+                folded = before.mutate(aggregates.get(before.originator_id))
+                assert folded is not None  # no event of ours discards its aggregate
+                aggregates[before.originator_id] = folded
         if limit is not None and event.timestamp > limit:
             done.add(row.originator_id)
             continue

@@ -8,7 +8,11 @@ first: 32 zero bytes) and the last hash is the summary's head.
     python3 docs/verify_chain.py export.jsonl
 
 Prints OK, or the first broken line and why; exits 0 if the file verifies, 1 if not, 2 if
-it cannot be read. The recipe is the one docs/audit.md states.
+it cannot be read, 3 for a one-customer export whose lines are each consistent: such a
+file cannot prove it is what was stored (a line edited and its own hash recomputed still
+passes), only that it agrees with itself; check its hashes against a whole export, or
+against ``subledger audit verify`` on the database. The recipe is the one docs/audit.md
+states.
 """
 
 from __future__ import annotations
@@ -79,8 +83,17 @@ def main(argv: list[str]) -> int:
         print(f"cannot read {argv[1]}: {error}", file=sys.stderr)
         return 2
     problem = verify(lines)
-    print(problem or f"OK: {len(lines) - 1} events verified")
-    return 1 if problem else 0
+    if problem:
+        print(problem)
+        return 1
+    if json.loads(lines[-1])["summary"]["customer_id"] is not None:
+        print(
+            f"CONSISTENT, NOT LINKED: {len(lines) - 1} events each match their own hash; "
+            "check those hashes against a whole export or `subledger audit verify`"
+        )
+        return 3
+    print(f"OK: {len(lines) - 1} events verified")
+    return 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 
 GENESIS = bytes(32)
+# Where a walk of the chain starts: below any position a row could be given by hand, so
+# that none escapes the walk (the ledger itself numbers from 1).
+FIRST_POSITION = -(2**63)
 _NO_ACCOUNT = bytes(16)
 
 
@@ -63,10 +66,13 @@ class ChainRow:
     account_id: UUID | None
     state: bytes
     chain_hash: bytes | None  # None: a row stored without one (never by our recorders)
+    # False when the stored fields are not in the one form the recorder writes (a UUID's
+    # text in other case or with dashes): read back the same, yet not what was hashed.
+    canonical: bool = True
 
     def follows(self, previous: bytes) -> bool:
         """Whether this row's hash is the link from ``previous`` over its fields."""
-        return self.chain_hash == link(
+        return self.canonical and self.chain_hash == link(
             previous,
             self.originator_id,
             self.originator_version,

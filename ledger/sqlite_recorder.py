@@ -176,15 +176,34 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
 
     @staticmethod
     def _chain_row(row: sqlite3.Row) -> ChainRow:
+        # SQLite stores what it is given: a field edited into another form (an upper-case
+        # id, text for bytes) must break the chain, not pass as the value it parses to.
+        originator_id = _uuid(row[1])
+        account_id = _uuid(row[4]) if row[4] is not None else None
+        canonical = (
+            originator_id is not None
+            and row[1] == originator_id.hex
+            and (row[4] is None or (account_id is not None and row[4] == account_id.hex))
+            and type(row[2]) is int
+            and type(row[5]) is bytes
+        )
         return ChainRow(
             row[0],
-            UUID(row[1]),
-            row[2],
-            row[3],
-            UUID(row[4]) if row[4] is not None else None,
-            row[5],
+            originator_id or UUID(int=0),
+            row[2] if type(row[2]) is int else 0,
+            str(row[3]),
+            account_id,
+            row[5] if type(row[5]) is bytes else b"",
             row[6],
+            canonical,
         )
+
+
+def _uuid(text: object) -> UUID | None:
+    try:
+        return UUID(str(text))
+    except ValueError:
+        return None
 
 
 def _stored_event(row: ChainRow) -> StoredEvent:
