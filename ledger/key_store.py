@@ -54,14 +54,18 @@ class SQLiteKeyStore:
                 found |= {UUID(row[0]): _bytes(row[1]) for row in curs.fetchall()}
         return found
 
-    def add(self, keys: Mapping[UUID, bytes]) -> None:
+    def add(self, keys: Mapping[UUID, bytes]) -> set[UUID]:
+        stored = set()
         with self.datastore.transaction(commit=True) as curs:
             for customer_id, wrapped in keys.items():
                 curs.execute(
                     f"INSERT INTO {TABLE} (customer_id, wrapped_key) VALUES (?, ?) "
-                    "ON CONFLICT (customer_id) DO NOTHING",
+                    "ON CONFLICT (customer_id) DO NOTHING RETURNING customer_id",
                     (str(customer_id), wrapped),
                 )
+                if curs.fetchone() is not None:
+                    stored.add(customer_id)
+        return stored
 
     def destroy(self, customer_id: UUID, at: datetime) -> None:
         with self.datastore.transaction(commit=True) as curs:
@@ -114,16 +118,17 @@ class PostgresKeyStore:
             )
             return {row["customer_id"]: _bytes(row["wrapped_key"]) for row in curs.fetchall()}
 
-    def add(self, keys: Mapping[UUID, bytes]) -> None:
+    def add(self, keys: Mapping[UUID, bytes]) -> set[UUID]:
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(
                 self._sql(
                     "INSERT INTO {table} (customer_id, wrapped_key) "
                     "SELECT * FROM unnest(%s::uuid[], %s::bytea[]) "
-                    "ON CONFLICT (customer_id) DO NOTHING"
+                    "ON CONFLICT (customer_id) DO NOTHING RETURNING customer_id"
                 ),
                 (list(keys), list(keys.values())),
             )
+            return {row["customer_id"] for row in curs.fetchall()}
 
     def destroy(self, customer_id: UUID, at: datetime) -> None:
         with self.datastore.transaction(commit=True) as curs:
@@ -166,9 +171,11 @@ class MemoryKeyStore:
     def wrapped(self, customer_ids: Collection[UUID]) -> dict[UUID, bytes | None]:
         return {i: self.rows[i] for i in customer_ids if i in self.rows}
 
-    def add(self, keys: Mapping[UUID, bytes]) -> None:
-        for customer_id, wrapped in keys.items():
-            self.rows.setdefault(customer_id, wrapped)
+    def add(self, keys: Mapping[UUID, bytes]) -> set[UUID]:
+        stored = {i for i in keys if i not in self.rows}
+        for customer_id in stored:
+            self.rows[customer_id] = keys[customer_id]
+        return stored
 
     def destroy(self, customer_id: UUID, at: datetime) -> None:
         self.rows[customer_id] = None

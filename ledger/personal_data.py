@@ -73,8 +73,9 @@ class KeyStore(Protocol):
     def wrapped(self, customer_ids: Collection[UUID]) -> dict[UUID, bytes | None]:
         """The row of each of ``customer_ids`` that has one (None: destroyed)."""
 
-    def add(self, keys: Mapping[UUID, bytes]) -> None:
-        """Stores these wrapped keys, leaving a customer's existing row as it is."""
+    def add(self, keys: Mapping[UUID, bytes]) -> set[UUID]:
+        """Stores these wrapped keys, leaving a customer's existing row as it is; returns
+        the customers whose key was stored."""
 
     def destroy(self, customer_id: UUID, at: datetime) -> None:
         """Destroys the customer's key for good (a row with no key, made if missing)."""
@@ -152,12 +153,13 @@ class PersonalData:
         wanted = self._not_opened(customer_ids)
         if not wanted:
             return
-        found = self.keys.wrapped(wanted)
         made = {i: self._master.encrypt(AESCipher.random_bytes(DATA_KEY_BYTES)) for i in wanted}
-        if missing := {i: made[i] for i in wanted if i not in found}:
-            self.keys.add(missing)
-            # Another process may have made some of them first: theirs are the ones kept.
-            found |= self.keys.wrapped(list(missing))
+        # Stored first (one query for new customers, the usual case); a customer who has a
+        # row already (or whose row another process just made) keeps it, read back.
+        stored = self.keys.add(made)
+        found: dict[UUID, bytes | None] = {i: made[i] for i in stored}
+        if others := [i for i in wanted if i not in stored]:
+            found |= self.keys.wrapped(others)
         self._keep(found)
 
     def prefetch(self, stored: Iterable[StoredEvent]) -> None:
