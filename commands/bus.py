@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 REJECTIONS_KEPT = 100_000
 # How much of a rejected entry's payload its rejection record quotes.
 QUOTED_BYTES = 1024
+# A personal field and its string value, to its closing quote or the end of the quote.
+_PERSONAL_FIELD = re.compile(rb'("(?:email|phone|name)"\s*:\s*)"(?:[^"\\]|\\.)*(?:"|$)')
 # A consumer of the group with nothing pending, silent this long, is a worker gone for
 # good (one per process by default): it is removed from the group.
 CONSUMER_FORGOTTEN_MS = 24 * 3600 * 1000
@@ -309,25 +312,16 @@ def _rejection_record(message: Incoming, error: ReplyError) -> str:
         command_id=message.command_id,
         reply_to=message.reply_to,
         error=error,
-        received=_redacted(raw)[:QUOTED_BYTES].decode("utf-8", errors="replace"),
+        received=quote_rejected(raw).decode("utf-8", errors="replace"),
     ).model_dump_json()
 
 
-def _redacted(raw: bytes) -> bytes:
-    """A rejected command as quoted for operators: without the personal data it carried
-    (kept in clear for months in the rejections stream, out of erasure's reach)."""
-    try:
-        command = json.loads(raw)
-    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
-        return raw
-    if not isinstance(command, dict):
-        return raw
-    personal = {"email", "phone"} | (
-        {"name"} if str(command.get("type", "")).startswith("customer.") else set()
-    )
-    return json.dumps(
-        {key: "redacted" if key in personal else value for key, value in command.items()}
-    ).encode()
+def quote_rejected(raw: bytes) -> bytes:
+    """A rejected command's first bytes as quoted for operators, without the personal data
+    they may carry (kept for months in the rejections stream, out of erasure's reach): the
+    value of every ``email``, ``phone`` and ``name`` field, cut short or not, replaced.
+    Textually, so that an entry refused unread (too large) is not parsed for it."""
+    return _PERSONAL_FIELD.sub(rb'\1"redacted"', raw[:QUOTED_BYTES])
 
 
 def answer_directly(raw: bytes, ledger: Ledger, clock: Clock, streams: Streams) -> Reply:
