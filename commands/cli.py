@@ -439,7 +439,8 @@ def serve(
 ) -> None:
     """Run a production node until SIGTERM: the bus worker (commands from Redis), and every
     SUBLEDGER_SERVE_INTERVAL seconds the projections, the billing clock, the payment
-    processor and the integration-event outbox, against the system clock."""
+    processor, the integration-event outbox and the outbound webhooks, against the system
+    clock."""
     settings = Settings()
     clock = SystemClock()
 
