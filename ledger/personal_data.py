@@ -9,7 +9,8 @@ after it is decoded, so the aggregates, the projections and the integration even
 ever see plain values, or ``ERASED`` once the customer is erased.
 
 A sealed value is a string, ``sealed:1:`` then the base64 of eventsourcing's AES-GCM
-ciphertext (nonce, tag, ciphertext), so that events stored before sealing existed (plain
+ciphertext (nonce, tag, ciphertext; its ``cryptography``-based cipher, some twenty times
+faster than the pycryptodome one, whose ciphertext is the same), so that events stored before sealing existed (plain
 text) still load as they are. Each customer's data key is random, and kept in the store
 wrapped (AES-GCM) by the master key, which comes from the settings and never from the
 database (see ``ledger.key_store`` for where the wrapped keys live).
@@ -29,7 +30,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from eventsourcing.cipher import AESCipher
+from eventsourcing.cryptography import AESCipher
 from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import Environment, get_topic
