@@ -7,15 +7,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import pytest
+from eventsourcing.domain import Aggregate
 from typer.testing import CliRunner
 
 from commands import schemas as s
 from commands.accounts import subscription_view
-from commands.audit_replay import Replay, replay
+from commands.audit import chain_recorder
+from commands.audit_replay import Replay, replay, stored_timestamp
 from commands.cli import app
 from tests.integration.conftest import Shop
 
@@ -133,6 +135,17 @@ def test_the_account_as_of_each_instant_is_what_the_ledger_knew_then(shop: Shop)
     story = tell(shop)
     for instant, expected in AS_OF.items():
         assert states(replay(shop.ledger, story.ann, instant)) == expected, instant
+
+
+def test_the_time_read_from_a_stored_event_without_decoding_it_is_its_timestamp(
+    shop: Shop,
+) -> None:
+    story = tell(shop)
+    rows = chain_recorder(shop.ledger).select_account(story.ann)
+    assert rows
+    for _, row in rows:
+        event = cast(Aggregate.Event, shop.ledger.mapper.to_domain_event(row))
+        assert stored_timestamp(row.state) == event.timestamp
 
 
 def test_the_events_up_to_an_instant_are_the_accounts_in_sequence_order(shop: Shop) -> None:
