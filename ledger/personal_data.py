@@ -10,10 +10,11 @@ ever see plain values, or ``ERASED`` once the customer is erased.
 
 A sealed value is a string, ``sealed:1:`` then the base64 of eventsourcing's AES-GCM
 ciphertext (nonce, tag, ciphertext; its ``cryptography``-based cipher, some twenty times
-faster than the pycryptodome one, whose ciphertext is the same), so that events stored before sealing existed (plain
-text) still load as they are. Each customer's data key is random, and kept in the store
-wrapped (AES-GCM) by the master key, which comes from the settings and never from the
-database (see ``ledger.key_store`` for where the wrapped keys live).
+faster than the pycryptodome one, whose ciphertext is the same), so that events stored
+before sealing existed (plain text) still load as they are. Each customer's data key is
+random, and kept in the store wrapped (AES-GCM) by the master key, which comes from the
+settings and never from the database (see ``ledger.key_store`` for where the wrapped keys
+live).
 
 Opened keys are kept in memory for ``KEY_TTL`` seconds: a process that opened a key
 shortly before another process erased its customer can still read their data until its
