@@ -26,6 +26,7 @@ from rich.table import Table
 
 from commands import reports
 from commands.accounts import subscription_view
+from commands.api_keys import KeyStore, Role, UnknownKey
 from commands.audit import Anchor, NoChain, anchor, chain_recorder, verify
 from commands.audit_export import export
 from commands.audit_replay import Replay, replay
@@ -33,8 +34,10 @@ from commands.bootstrap import bootstrap, projector, webhook_verifiers
 from commands.bus import GroupLost, answer_directly
 from commands.bus_app import asyncapi_document
 from commands.client import request
+from commands.dashboard import snapshot
 from commands.demo import DemoReport, project, run_demo
 from commands.gateway_webhooks import GatewayWebhooks
+from commands.http_api import ApiServices
 from commands.http_app import http_app
 from commands.node import Ticker, TickSummary, run_node
 from commands.quotes import preview_quote
@@ -82,6 +85,11 @@ audit_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(audit_app, name="audit")
+keys_app = typer.Typer(
+    help="API keys for the HTTP API, by role: analyst, auditor, service or admin.",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
 console = Console()
 errors = Console(stderr=True)
 
@@ -178,6 +186,13 @@ def demo(
         with _progress("projecting", "events") as advance:
             project(report, projections, advance)
         _show_demo(report, url)
+        # Beside the demo's SQLite file, or in .subledger/ for a server database.
+        page = Path(sqlite_path(url) or ".subledger/demo.db").with_name("dashboard.html")
+        page.write_text(snapshot(projections.database), encoding="utf-8")
+        console.print(
+            f"Dashboard snapshot: open file://{page.resolve()} in a browser (no server needed).",
+            soft_wrap=True,
+        )
 
 
 def _counts(title: str, key: str, values: dict[str, Any], column: str = "count") -> None:
@@ -469,22 +484,78 @@ def http(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Serve HTTP until interrupted: the payment providers' webhooks at
-    POST /webhooks/{stripe,paypal,razorpay,authorizenet} (each needs its webhook secret
-    set: see the README), a health check at /health, the API's OpenAPI at /docs."""
+    """Serve HTTP until interrupted: the JSON API (/plans and /quote for anyone; /stats,
+    /customers/{id}/history, /audit/*, /commands by API key: see subledger keys), the
+    payment providers' webhooks at POST /webhooks/{stripe,paypal,razorpay,authorizenet}
+    (each needs its webhook secret set: see the README), a health check at /health, the
+    API's OpenAPI at /docs."""
     verifiers = webhook_verifiers()
     if not verifiers:
         errors.print("no provider's webhook secret is set: every webhook will be answered 404")
     with _projector(database_url) as projections:
         projections.setup()  # webhooks find charges in the collections' tables
+        keys = KeyStore(projections.database)
+        keys.setup()
+        clock = SystemClock()
         receiver = GatewayWebhooks(
-            projections.ledger,
-            SystemClock(),
-            verifiers,
-            projections.database,
-            projections.catch_up,
+            projections.ledger, clock, verifiers, projections.database, projections.catch_up
         )
-        uvicorn.run(http_app(receiver), host=host, port=port, log_level="info")
+        api = ApiServices(
+            projections.ledger, clock, projections.database, projections.catch_up, keys
+        )
+        uvicorn.run(http_app(receiver, api), host=host, port=port, log_level="info")
+
+
+@contextmanager
+def _keys(database_url: str | None) -> Iterator[KeyStore]:
+    with _projector(database_url) as projections:
+        keys = KeyStore(projections.database)
+        keys.setup()
+        yield keys
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[Role, typer.Option(help="What the key may do (admin: everything).")],
+    label: Annotated[str, typer.Option(help="Whose key, or what for.")] = "",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create an API key and print it: this once only (only its SHA-256 is stored)."""
+    with _keys(database_url) as keys:
+        key, secret = keys.create(role, label, datetime.now(UTC))
+    _print_json(key.as_json() | {"key": secret})
+    errors.print("keep the key now: it cannot be shown again")
+
+
+@keys_app.command("list")
+def keys_list(database_url: DatabaseUrl = None, as_json: AsJson = False) -> None:
+    """Every API key: id, role, label, when created and revoked (no secret)."""
+    with _keys(database_url) as keys:
+        found = keys.all_keys()
+    if as_json:
+        _print_json([key.as_json() for key in found])
+        return
+    table = Table(title="API keys")
+    for column in ("key id", "role", "label", "created", "revoked"):
+        table.add_column(column)
+    for key in found:
+        revoked = "-" if key.revoked_at is None else f"{key.revoked_at:%Y-%m-%d %H:%M}"
+        table.add_row(key.key_id, key.role, key.label, f"{key.created_at:%Y-%m-%d %H:%M}", revoked)
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (subledger keys list).")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke an API key: every request with it is refused from now on."""
+    with _keys(database_url) as keys:
+        try:
+            key = keys.revoke(key_id, datetime.now(UTC))
+        except UnknownKey as error:
+            raise _fail("not_found", str(error)) from None
+    _print_json(key.as_json())
 
 
 @contextmanager
@@ -559,6 +630,27 @@ def stats(
     reports.subscribers(console, figures)
     for c, month_figures in by_month.items():
         reports.months(console, c, month_figures)
+
+
+@app.command()
+def dashboard(
+    out: Annotated[Path, typer.Option(help="The HTML file to write.")],
+    currency: Annotated[
+        str | None, typer.Option(help="Currency (default: the first with revenue).")
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Write the revenue dashboard of the last 12 months as one static HTML file, which
+    opens in a browser without a server or internet. Brings the projections up to date first.
+    """
+    with _projector(database_url) as projections:
+        projections.catch_up()
+        try:
+            page = snapshot(projections.database, currency.upper() if currency else None)
+        except revenue.NoRevenueData as error:
+            raise _fail("no_data", str(error)) from None
+    out.write_text(page, encoding="utf-8")
+    console.print(f"Dashboard written to {out}: open file://{out.resolve()} in a browser.")
 
 
 @app.command()

@@ -1,5 +1,6 @@
-"""The HTTP face of the ledger (``subledger http``): for now the payment providers'
-webhooks, ``POST /webhooks/{gateway}``, and a health check.
+"""The HTTP face of the ledger (``subledger http``): the payment providers' webhooks,
+``POST /webhooks/{gateway}``, a health check, and the JSON API by role
+(``commands.http_api``).
 
 Handlers run the synchronous ledger in FastAPI's thread pool; the raw body is read as
 bytes, because signatures are computed over the exact bytes the provider sent.
@@ -12,17 +13,23 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from commands.gateway_webhooks import GatewayWebhooks
+from commands.http_api import ApiServices, api_router
 
 # Providers' webhook bodies are a few kilobytes; anything far larger is not one.
 MAX_WEBHOOK_BYTES = 1_000_000
 
 
-def http_app(webhooks: GatewayWebhooks) -> FastAPI:
+def http_app(webhooks: GatewayWebhooks, api: ApiServices | None = None) -> FastAPI:
+    """The app; without ``api``, only the webhooks and the health check (all a provider's
+    receiver needs)."""
     app = FastAPI(
         title="subledger",
-        summary="Payment providers' webhooks into the subscription ledger.",
+        summary="The subscription ledger over HTTP: catalog, quotes, revenue figures, "
+        "audits and commands by API key role, and payment providers' webhooks.",
         version="0.1.0",
     )
+    if api is not None:
+        app.include_router(api_router(api))
 
     @app.get("/health")
     def health() -> dict[str, object]:
