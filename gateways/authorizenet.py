@@ -67,6 +67,9 @@ from ledger.money import Money
 PRODUCTION_URL = "https://api.authorize.net/xml/v1/request.api"
 SANDBOX_URL = "https://apitest.authorize.net/xml/v1/request.api"
 MAX_DUPLICATE_WINDOW = 28800  # seconds (8 hours): the largest value Authorize.net accepts
+# What a refund on a card sends for the expiry date, as Authorize.net documents it: the
+# date itself is not needed (nor kept by us), the last four digits name the card.
+MASKED_EXPIRY = "X" * 4
 _PAGE = 1000  # the most transactions a list request returns at once
 _MAX_PAGES = 20
 
@@ -281,15 +284,12 @@ class AuthorizeNetGateway:
                 "description": request.description[:255],
             },
         }
-        answer = self._transact(request.idempotency_key, transaction)
-        if not isinstance(answer, dict):
-            return answer
-        return self._answered(
-            answer,
+        return self._run(
+            request.idempotency_key,
+            transaction,
             request.amount,
-            on_duplicate=lambda original: self._original(
-                original, request.amount, _charge_outcome, lambda: self.find_charge(request)
-            ),
+            _charge_outcome,
+            lambda: self.find_charge(request),
         )
 
     def refund(self, request: RefundRequest) -> Outcome:
@@ -337,15 +337,12 @@ class AuthorizeNetGateway:
             "refTransId": request.charge_reference,
             "order": {"invoiceNumber": short_id(request.idempotency_key)},
         }
-        answer = self._transact(request.idempotency_key, transaction)
-        if not isinstance(answer, dict):
-            return answer
-        return self._answered(
-            answer,
+        return self._run(
+            request.idempotency_key,
+            transaction,
             request.amount,
-            on_duplicate=lambda original: self._original(
-                original, request.amount, _refund_outcome, lambda: self.find_refund(request)
-            ),
+            _refund_outcome,
+            lambda: self.find_refund(request),
         )
 
     def find_charge(self, request: ChargeRequest) -> Recorded | None:
@@ -410,6 +407,25 @@ class AuthorizeNetGateway:
                 "processing_error", f"Authorize.net answered HTTP {response.status_code}"
             )
         return json_body(response)
+
+    def _run(
+        self,
+        key: str,
+        transaction: dict[str, Any],
+        amount: Money,
+        outcome: Callable[[str, Any, Money | None, Any], Recorded | None],
+        find: Callable[[], Recorded | None],
+    ) -> Outcome:
+        """Sends a charge or refund; a duplicate of one sent within the window is answered
+        by the original transaction (``outcome`` reads its status, ``find`` looks for it)."""
+        answer = self._transact(key, transaction)
+        if not isinstance(answer, dict):
+            return answer
+        return self._answered(
+            answer,
+            amount,
+            on_duplicate=lambda original: self._original(original, amount, outcome, find),
+        )
 
     def _transact(self, key: str, transaction: dict[str, Any]) -> dict[str, Any] | RetryableError:
         settings = {
@@ -657,7 +673,10 @@ def _refund_payment(payment: Any) -> dict[str, Any] | None:
     card = payment.get("creditCard")
     if isinstance(card, dict) and str(card.get("cardNumber", ""))[-4:].isdigit():
         return {
-            "creditCard": {"cardNumber": str(card["cardNumber"])[-4:], "expirationDate": "XXXX"}
+            "creditCard": {
+                "cardNumber": str(card["cardNumber"])[-4:],
+                "expirationDate": MASKED_EXPIRY,
+            }
         }
     bank = payment.get("bankAccount")
     if isinstance(bank, dict) and bank.get("routingNumber") and bank.get("accountNumber"):
