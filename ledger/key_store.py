@@ -26,6 +26,9 @@ from psycopg.sql import SQL, Composed, Identifier
 from ledger.personal_data import CHECK_ROW, KeyStore
 
 TABLE = "personal_keys"
+# Serialises the PostgreSQL table's creation: CREATE TABLE IF NOT EXISTS run by two
+# sessions at once fails on the second (a duplicate row type).
+SETUP_LOCK = 0x7375626B6579  # "subkey"
 
 
 class SQLiteKeyStore:
@@ -101,6 +104,7 @@ class PostgresKeyStore:
 
     def setup(self) -> None:
         with self.datastore.transaction(commit=True) as curs:
+            curs.execute("SELECT pg_advisory_xact_lock(%s)", (SETUP_LOCK,))
             curs.execute(
                 self._sql(
                     "CREATE TABLE IF NOT EXISTS {table} (customer_id uuid PRIMARY KEY, "

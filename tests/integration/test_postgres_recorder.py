@@ -9,10 +9,12 @@ from uuid import uuid4
 import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError
+from eventsourcing.postgres import PostgresDatastore
 
-from commands.bootstrap import bootstrap
+from commands.bootstrap import bootstrap, prepare_storage
 from commands.settings import persistence_env
 from ledger.customers import Customer
+from ledger.key_store import TABLE, PostgresKeyStore
 from ledger.postgres_recorder import MAX_VALUES_ROWS, LeanPostgresApplicationRecorder
 from tests.conftest import POSTGRES_URL
 
@@ -90,3 +92,44 @@ def test_writers_wait_for_the_table_lock(postgres_url: str) -> None:
         writer.join(timeout=5)
         assert not writer.is_alive()
         assert sum(ledger.event_counts_by_type().values()) == 2
+
+
+def test_key_stores_set_up_at_once_on_a_new_schema_all_succeed(postgres_url: str) -> None:
+    """Each ledger starting creates the personal key table if missing; done by several
+    at the same instant, a bare CREATE TABLE IF NOT EXISTS fails on all but one."""
+    env = persistence_env(postgres_url)
+    prepare_storage(env)
+    datastores = [
+        PostgresDatastore(
+            env["POSTGRES_DBNAME"],
+            env["POSTGRES_HOST"],
+            env["POSTGRES_PORT"],
+            env["POSTGRES_USER"],
+            env["POSTGRES_PASSWORD"],
+            schema=env["POSTGRES_SCHEMA"],
+        )
+        for _ in range(6)
+    ]
+    start = threading.Barrier(len(datastores))
+    failures: list[BaseException] = []
+
+    def set_up(store: PostgresKeyStore) -> None:
+        start.wait()
+        try:
+            store.setup()
+        except BaseException as error:  # reported below, on the test's thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=set_up, args=(PostgresKeyStore(d),)) for d in datastores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    for datastore in datastores:
+        datastore.close()
+    assert failures == []
+    with psycopg.connect(POSTGRES_URL) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename = %s",
+            (env["POSTGRES_SCHEMA"], TABLE),
+        ).fetchone() == (1,)
