@@ -1,6 +1,6 @@
 """The HTTP face of the ledger (``subledger http``): the payment providers' webhooks,
 ``POST /webhooks/{gateway}``, a health check, and the JSON API by role
-(``commands.http_api``).
+(``commands.http_api`` and the ``commands.api_*`` modules).
 
 Handlers run the synchronous ledger in FastAPI's thread pool; the raw body is read as
 bytes, because signatures are computed over the exact bytes the provider sent.
@@ -12,8 +12,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from commands.api_analysts import analyst_router
+from commands.api_auditors import auditor_router
+from commands.api_public import public_router
+from commands.api_services import service_router
 from commands.gateway_webhooks import GatewayWebhooks
-from commands.http_api import ApiServices, api_router
+from commands.http_api import ApiServices
 
 # Providers' webhook bodies are a few kilobytes; anything far larger is not one.
 MAX_WEBHOOK_BYTES = 1_000_000
@@ -29,7 +33,8 @@ def http_app(webhooks: GatewayWebhooks, api: ApiServices | None = None) -> FastA
         version="0.1.0",
     )
     if api is not None:
-        app.include_router(api_router(api))
+        for routes in (public_router, analyst_router, auditor_router, service_router):
+            app.include_router(routes(api))
 
     @app.get("/health")
     def health() -> dict[str, object]:
