@@ -14,7 +14,7 @@ import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TextIO, cast
+from typing import IO, Any, cast
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -94,7 +94,7 @@ def export_line(ledger: Ledger, row: ChainRow, previous: bytes | None) -> dict[s
 
 
 def export(
-    ledger: Ledger, out: TextIO, customer_id: UUID | None = None, page: int = PAGE
+    ledger: Ledger, out: IO[str], customer_id: UUID | None = None, page: int = PAGE
 ) -> ExportSummary:
     """Writes the events of ``customer_id``'s account (None: every stored event) to
     ``out`` as JSON Lines, then the summary line; returns the summary."""

@@ -23,6 +23,11 @@ from projections.stats import Figures
 from projections.values import read_int
 
 DEFAULT_MONTHS = 12
+# The longest period shown: ten years of monthly bars still read; far longer ones are
+# mistakes (or probes) that would only cost time.
+MAX_PERIOD_DAYS = 3_660
+# Days a period may name: month arithmetic near date.min and date.max would overflow.
+EARLIEST, LATEST = date(1970, 1, 1), date(2999, 12, 31)
 MOVEMENT_SIGNS = {"new": 1, "expansion": 1, "reactivation": 1, "contraction": -1, "churn": -1}
 
 
@@ -51,10 +56,37 @@ def month_before(day: date) -> date:
 def default_period(db: Database) -> tuple[date, date]:
     """The last ``DEFAULT_MONTHS`` calendar months up to the last day with revenue events."""
     end = stats.last_day(db)
+    return _months_back(end), end
+
+
+class BadPeriod(ValueError):
+    """A period the dashboard cannot show: reversed, longer than ``MAX_PERIOD_DAYS``, or
+    outside ``EARLIEST`` to ``LATEST``."""
+
+
+def period(db: Database, start: date | None, end: date | None) -> tuple[date, date]:
+    """The period asked for, the default one filling what is left out: up to the last day
+    with revenue events, over ``DEFAULT_MONTHS`` calendar months."""
+    for day in (start, end):
+        if day is not None and not EARLIEST <= day <= LATEST:
+            raise BadPeriod(f"{day} is outside {EARLIEST} to {LATEST}")
+    default_start, default_end = default_period(db)
+    end = end or max(default_end, start or default_end)
+    if start is None:
+        start = default_start if end == default_end else _months_back(end)
+    if end < start:
+        raise BadPeriod(f"to ({end}) is before from ({start})")
+    if (end - start).days >= MAX_PERIOD_DAYS:
+        raise BadPeriod(f"{start} to {end} is longer than {MAX_PERIOD_DAYS} days")
+    return start, end
+
+
+def _months_back(end: date) -> date:
+    """The first day of the ``DEFAULT_MONTHS``-th calendar month ending with ``end``'s."""
     start = end.replace(day=1)
     for _ in range(DEFAULT_MONTHS - 1):
         start = month_before(start)
-    return start, end
+    return start
 
 
 def _plan_mrr(db: Database, currency: str, months: Sequence[Figures]) -> dict[str, list[int]]:

@@ -57,20 +57,25 @@ class ApiServices:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def check_key(api: ApiServices, secret: str | None, role: Role) -> Role:
+    """The role of the key ``secret`` if it may act as ``role``; else 401 (no key, or an
+    unknown or revoked one) or 403 (a key of another role)."""
+    if not secret:
+        raise _unauthenticated("an API key is required")
+    with api.lock:
+        found = api.keys.role_of(secret)
+    if found is None:
+        raise _unauthenticated("the API key is unknown or revoked")
+    if found not in (role, Role.ADMIN):
+        raise HTTPException(403, f"a {found} key may not use this route")
+    return found
+
+
 def guarded_router(api: ApiServices, role: Role, tag: str) -> APIRouter:
     """A router whose every route answers only keys of ``role`` (or admin)."""
-    allowed = {role, Role.ADMIN}
 
     def check(credentials: Credentials) -> Role:
-        if credentials is None:
-            raise _unauthenticated("an API key is required")
-        with api.lock:
-            found = api.keys.role_of(credentials.credentials)
-        if found is None:
-            raise _unauthenticated("the API key is unknown or revoked")
-        if found not in allowed:
-            raise HTTPException(403, f"a {found} key may not use this route")
-        return found
+        return check_key(api, credentials.credentials if credentials else None, role)
 
     return APIRouter(tags=[tag], dependencies=[Depends(check)], responses=GUARDED)
 

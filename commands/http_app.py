@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from commands.api_analysts import analyst_router
 from commands.api_auditors import auditor_router
+from commands.api_pages import pages_router
 from commands.api_public import public_router
 from commands.api_services import service_router
 from commands.gateway_webhooks import GatewayWebhooks
@@ -33,7 +34,7 @@ def http_app(webhooks: GatewayWebhooks, api: ApiServices | None = None) -> FastA
         version="0.1.0",
     )
     if api is not None:
-        for routes in (public_router, analyst_router, auditor_router, service_router):
+        for routes in (public_router, pages_router, analyst_router, auditor_router, service_router):
             app.include_router(routes(api))
 
     @app.get("/health")

@@ -221,6 +221,9 @@ class Ledger(Application[UUID]):
         except NotFound:
             raise NotFound(f"no coupon {code!r}") from None
 
+    def coupons(self) -> list[Coupon]:
+        return [self._get(Coupon, i, "coupon") for i in self.ids_of(Coupon)]
+
     def has_coupon(self, code: str) -> bool:
         return self.exists(coupon_id(code))
 
