@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest services bench clean
+.PHONY: demo test lint typecheck pytest services browser bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,15 +23,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) services
+pytest: $(STAMP) services browser
 	$(BIN)/pytest
 
 # PostgreSQL and Redis must answer before the integration tests run.
 services:
 	@bash scripts/ensure-services.sh
 
+# The browser tests drive Debian's chromium; installed when missing (skipped if it cannot be).
+browser:
+	@bash scripts/ensure-chromium.sh
+
 bench: $(STAMP) services
 	$(BIN)/python -m bench all
 
 clean:
-	rm -rf $(VENV) .subledger .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .subledger .mypy_cache .ruff_cache .pytest_cache test-artifacts

@@ -271,6 +271,7 @@ def _filters(f: DashboardFigures, form_action: str | None) -> str:
     )
 
 
+# On a phone a chart is drawn at about half its width, its text too: larger text keeps it legible.
 STYLE = """
 body{font:15px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1b1f24;
 background:#f6f7f9}
@@ -290,6 +291,7 @@ gap:12px;margin-top:16px}
 font-size:.85em}
 .swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px}
 .empty{color:#57606a;font-size:.85em}
+@media (max-width:600px){.chart text{font-size:16px}.tile .value{font-size:1.25em}}
 """
 
 

@@ -5,8 +5,6 @@ equal to ``projections.stats``, nothing fetched from the internet, every text es
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
@@ -190,7 +188,7 @@ def test_the_pricing_page_lists_plans_prices_trials_and_public_codes(
     assert "STAFF" not in html  # not public
 
 
-def test_the_cli_writes_a_snapshot_that_opens_without_a_server(
+def test_the_cli_writes_a_static_snapshot(
     shop: Shop, projections: Projector, database_url: str, tmp_path: Path
 ) -> None:
     tell(shop, projections)
@@ -202,15 +200,4 @@ def test_the_cli_writes_a_snapshot_that_opens_without_a_server(
     html = out.read_text(encoding="utf-8")
     assert "<form" not in html  # nothing to submit filters to
     assert f"EUR, {START} to {END}" in html
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium binary on this machine: the headless render check needs one")
-    dom = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--dump-dom", out.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    assert dom.count("<svg") == 8
-    assert 'class="bar"' in dom
+    # tests/browser opens such a snapshot in Chromium, offline.
