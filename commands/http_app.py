@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from commands.api_analysts import analyst_router
@@ -27,7 +28,8 @@ MAX_WEBHOOK_BYTES = 1_000_000
 def http_app(webhooks: GatewayWebhooks, api: ApiServices | None = None) -> FastAPI:
     """The app; without ``api``, only the webhooks and the health check (all a provider's
     receiver needs)."""
-    app = FastAPI(
+    # The API's pages (/docs, /redoc) with their scripts served from here: no CDN.
+    app = FastAPIOffline(
         title="subledger",
         summary="The subscription ledger over HTTP: catalog, quotes, revenue figures, "
         "audits and commands by API key role, and payment providers' webhooks.",

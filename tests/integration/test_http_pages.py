@@ -155,3 +155,15 @@ def test_auditors_export_the_ledger_or_one_account_as_verifiable_json_lines(
     nobody = api.call("GET", f"/audit/export?customer_id={uuid4()}", Role.AUDITOR)
     assert nobody.status_code == 404
     assert api.call("GET", "/audit/export", Role.ANALYST).status_code == 403
+
+
+def test_the_api_documentation_pages_need_no_internet(api: Api) -> None:  # noqa: F811
+    for path in ("/docs", "/redoc"):
+        page = api.client.get(path)
+        assert page.status_code == 200
+        assets = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)""", page.text)
+        assert assets, path
+        for asset in assets:
+            assert asset.startswith("/"), (path, asset)  # served here, not from a CDN
+            assert api.client.get(asset).status_code == 200, asset
+        assert not re.search(r"https?://", page.text.replace("http://www.w3.org", ""))
