@@ -151,7 +151,8 @@ ON_CONFLICT = "ON CONFLICT (subscription_id) DO UPDATE SET " + ", ".join(
 )
 
 
-def _read(row: Sequence[Any]) -> SubscriptionRow:
+def read_subscription(row: Sequence[Any]) -> SubscriptionRow:
+    """A row of ``current_subscriptions``, its ``COLUMNS`` selected in order."""
     value = dict(zip(COLUMNS, row, strict=True))
     price = read_price([value[column] for column in PRICE_COLUMNS])
     return SubscriptionRow(
@@ -318,5 +319,7 @@ class CurrentSubscriptions(Projection):
         """The stored rows of the subscriptions that the batch did not start itself."""
         wanted = subscriptions_to_load(events)
         select = f"SELECT {', '.join(COLUMNS)} FROM current_subscriptions"
-        rows = (_read(stored) for stored in select_in(tx, select, "subscription_id", wanted))
+        rows = (
+            read_subscription(stored) for stored in select_in(tx, select, "subscription_id", wanted)
+        )
         return {row.subscription_id: row for row in rows}

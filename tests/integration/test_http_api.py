@@ -63,9 +63,13 @@ def routes(customer_id: UUID) -> list[tuple[str, str, dict[str, Any], set[Role] 
         ("GET", "/plans", {}, None),
         ("POST", "/quote", {"json": {"plan_code": "basic", "currency": "EUR"}}, None),
         ("GET", "/stats", {}, {Role.ANALYST}),
+        ("GET", "/customers", {"params": {"limit": 1}}, {Role.ANALYST}),
+        ("GET", "/subscriptions", {"params": {"status": "active"}}, {Role.ANALYST}),
+        ("GET", "/suggestions", {}, {Role.ANALYST}),
         ("GET", f"/customers/{customer_id}/history", {}, {Role.AUDITOR}),
         ("GET", "/audit/verify", {}, {Role.AUDITOR}),
         ("GET", f"/audit/replay/{customer_id}", {}, {Role.AUDITOR}),
+        ("GET", "/audit/export", {"params": {"customer_id": str(customer_id)}}, {Role.AUDITOR}),
         (
             "POST",
             "/commands",
