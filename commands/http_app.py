@@ -18,8 +18,10 @@ from commands.api_auditors import auditor_router
 from commands.api_pages import pages_router
 from commands.api_public import public_router
 from commands.api_services import service_router
+from commands.api_suggestions import suggestion_router
 from commands.gateway_webhooks import GatewayWebhooks
 from commands.http_api import ApiServices
+from commands.pseudonyms import Pseudonyms
 
 # Providers' webhook bodies are a few kilobytes; anything far larger is not one.
 MAX_WEBHOOK_BYTES = 1_000_000
@@ -38,6 +40,7 @@ def http_app(webhooks: GatewayWebhooks, api: ApiServices | None = None) -> FastA
     if api is not None:
         for routes in (public_router, pages_router, analyst_router, auditor_router, service_router):
             app.include_router(routes(api))
+        app.include_router(suggestion_router(api, Pseudonyms.of_ledger(api.ledger).of))
 
     @app.get("/health")
     def health() -> dict[str, object]:

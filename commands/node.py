@@ -14,6 +14,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 import redis
@@ -28,11 +29,13 @@ from commands.outbox import OutboxPublisher
 from commands.payments import PaymentProcessor, ProcessorReport
 from commands.settings import Settings
 from commands.streams import Streams
+from commands.suggestions import SuggestionPublisher
 from commands.webhooks import WebhookReport, Webhooks
 from ledger.clock import Clock
 from projections.runner import Projector
 
 log = logging.getLogger("subledger.node")
+SUGGESTIONS_EVERY = timedelta(hours=1)
 T = TypeVar("T")
 
 
@@ -56,6 +59,7 @@ class TickSummary:
     payments: ProcessorReport | None
     published: int | None
     webhooks: WebhookReport | None
+    suggestions: int | None
 
     def line(self) -> str:
         due, paid, published = self.due, self.payments, self.published
@@ -73,6 +77,9 @@ class TickSummary:
                 if published is None
                 else f"{published} integration events published",
                 "webhooks failed" if self.webhooks is None else self.webhooks.line(),
+                "suggestions failed"
+                if self.suggestions is None
+                else f"{self.suggestions} plan suggestions published",
             ]
         )
 
@@ -95,6 +102,11 @@ class Ticker:
             settings.webhook_signing_key,
             settings.webhook_timeout,
         )
+        self.clock = clock
+        self.suggestions = SuggestionPublisher(
+            projector, client, clock, Streams(settings.bus_prefix)
+        )
+        self.suggestions_due = clock.now()
 
     def tick(self) -> TickSummary:
         """One tick; a part that fails is logged and the others still run."""
@@ -103,7 +115,18 @@ class Ticker:
             _attempt("payment processor", self.processor.run),
             _attempt("outbox", self.outbox.run),
             _attempt("webhooks", self.webhooks.run),
+            _attempt("suggestions", self._suggest),
         )
+
+    def _suggest(self) -> int:
+        """Plan suggestions, at most once per ``SUGGESTIONS_EVERY``: they read every
+        monthly subscription's invoices, and an hour's lateness changes no offer."""
+        now = self.clock.now()
+        if now < self.suggestions_due:
+            return 0
+        published = self.suggestions.run()
+        self.suggestions_due = now + SUGGESTIONS_EVERY
+        return published
 
 
 def _attempt(part: str, work: Callable[[], T]) -> T | None:

@@ -12,6 +12,7 @@ from ledger.money import Money
 from projections.history import HistoryLine
 from projections.runner import Status
 from projections.stats import Figures
+from projections.suggestions import AnnualPlan, Suggestion
 
 
 def _money(amount: int | Fraction | None, currency: str) -> str:
@@ -150,3 +151,32 @@ def positions(console: Console, statuses: Sequence[Status]) -> None:
         version = str(s.version) if stored == str(s.version) else f"{stored} -> {s.version}"
         table.add_row(s.name, version, str(s.position), str(s.head), str(s.lag), s.state)
     console.print(table)
+
+
+def suggestions(console: Console, found: Sequence[Suggestion]) -> None:
+    table = Table(title="Plan suggestions")
+    for column in ("kind", "customer", "subscription", "since", "price", "offer"):
+        table.add_column(column, overflow="fold")
+    for s in found:
+        table.add_row(
+            str(s.kind),
+            str(s.customer_id),
+            str(s.subscription_id),
+            f"{s.since:%Y-%m-%d}",
+            s.price.id,
+            _offer(s),
+        )
+    console.print(table)
+
+
+def _offer(s: Suggestion) -> str:
+    currency = s.price.currency
+    if isinstance(s, AnnualPlan):
+        saving = _money(s.annual.saving.amount, currency)
+        return f"{s.annual.price_id}, saves {saving} ({s.paid_in_a_row} paid in a row)"
+    change = "cancel" if s.to_price_id is None else f"downgrade to {s.to_price_id}"
+    risk = _money(s.mrr_at_risk.amount, currency)
+    offer = f"stay: {change} on {s.effective_at:%Y-%m-%d}, {risk} MRR at risk"
+    if s.annual is not None:
+        offer += f"; or {s.annual.price_id}, saves {_money(s.annual.saving.amount, currency)}"
+    return offer

@@ -90,6 +90,8 @@ def test_serve_once_renews_and_collects_what_is_due_by_the_system_clock(
     """The simulated shop lives in 2025: by the system clock, every period since is due."""
     ann = shop.customer()
     sub_id = shop.subscribe(ann, "basic", trial_days=0)
+    bo = shop.customer()
+    shop.subscribe(bo, "pro", trial_days=0)  # monthly, and Pro has an annual price
     env = {
         "SUBLEDGER_SANDBOX_PATH": str(tmp_path / "sandbox.db"),
         "SUBLEDGER_BUS_PREFIX": streams.prefix,
@@ -102,8 +104,10 @@ def test_serve_once_renews_and_collects_what_is_due_by_the_system_clock(
     latest = shop.ledger.invoice(period_invoice_id(sub_id, sub.period.index))
     assert first.status is latest.status is InvoiceStatus.PAID
     with SandboxGateway(str(tmp_path / "sandbox.db")) as sandbox:
-        assert len(sandbox.charges()) == sub.period.index + 1  # one per period, none twice
+        assert len(sandbox.charges()) == 2 * (sub.period.index + 1)  # one per period, none twice
     # The tick's outbox published every stored event as an integration event.
     with redis.Redis.from_url(REDIS_URL) as client:
         published = [json.loads(f[b"data"])["type"] for _, f in client.xrange(streams.events)]
-    assert published.count("invoice.paid") == sub.period.index + 1
+    assert published.count("invoice.paid") == 2 * (sub.period.index + 1)
+    # Bo has paid far more than 6 months in a row: the annual plan is suggested, once.
+    assert published.count("suggestion.annual_plan") == 1

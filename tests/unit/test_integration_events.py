@@ -162,7 +162,8 @@ def test_the_documented_types_are_exactly_those_published() -> None:
         for full in (True, False)
     }
     signals = {"subscription.trial_ending", "payment_method.expiring"}
-    assert documented_types() == types | signals
+    suggestions = {"suggestion.annual_plan", "suggestion.retention_offer"}
+    assert documented_types() == types | signals | suggestions
 
 
 @pytest.mark.parametrize(
