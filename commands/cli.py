@@ -485,11 +485,12 @@ def http(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Serve HTTP until interrupted: the JSON API (/plans and /quote for anyone; /stats,
-    /customers/{id}/history, /audit/*, /commands by API key: see subledger keys), the
-    payment providers' webhooks at POST /webhooks/{stripe,paypal,razorpay,authorizenet}
-    (each needs its webhook secret set: see the README), a health check at /health, the
-    API's OpenAPI at /docs."""
+    """Serve HTTP until interrupted: the API (/plans, /pricing and /quote for anyone; for
+    analysts /stats, /customers, /subscriptions, /suggestions and the /dashboard (a browser
+    signs in at /login); for auditors /customers/{id}/history and /audit/*; for services
+    /commands: see subledger keys and docs/http.md), the payment providers' webhooks at
+    POST /webhooks/{stripe,paypal,razorpay,authorizenet} (each needs its webhook secret
+    set: see the README), a health check at /health, the API's OpenAPI at /docs."""
     verifiers = webhook_verifiers()
     if not verifiers:
         errors.print("no provider's webhook secret is set: every webhook will be answered 404")
