@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from commands.api_keys import Role
+from commands.dashboard import EARLIEST, LATEST
 from commands.http_api import ApiServices, guarded_router, refused
 from commands.pseudonyms import PREFIX, BadCursor, Pseudonyms
 from commands.schemas import CurrencyCode, IntervalText, PlanCode
@@ -31,7 +32,7 @@ from projections.history import customer_history
 from projections.subscriptions import SubscriptionRow
 
 NO_DATA: dict[str, Any] = {"description": "no revenue recorded (in this currency)"}
-BAD_RANGE: dict[str, Any] = {"description": "to is before from"}
+BAD_RANGE: dict[str, Any] = {"description": "to is before from, or a day out of range"}
 BAD_LISTING: dict[str, Any] = {"description": "a filter, the limit or the cursor is not valid"}
 NO_PSEUDONYM: dict[str, Any] = {"description": "no customer has this pseudonym"}
 
@@ -298,6 +299,10 @@ def _subscription_out(pseudonyms: Pseudonyms, row: SubscriptionRow) -> Subscript
 
 
 def _stats(db: Database, start: date | None, end: date | None, currency: str | None) -> StatsOut:
+    # The dashboard's bounds: the default range's arithmetic overflows near date.min/max.
+    for day in (start, end):
+        if day is not None and not EARLIEST <= day <= LATEST:
+            raise HTTPException(422, f"{day} is outside {EARLIEST} to {LATEST}")
     try:
         to_day = end or revenue.last_day(db)
     except revenue.NoRevenueData as error:

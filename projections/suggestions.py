@@ -49,7 +49,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from ledger.calendar import Interval, IntervalUnit
 from ledger.catalog import Plan, Price
 from ledger.errors import DomainError
-from ledger.invoices import InvoiceStatus
+from ledger.invoices import InvoiceStatus, period_invoice_id
 from ledger.money import Money
 from projections.database import Database
 from projections.subscription_state import billed_mrr
@@ -246,14 +246,20 @@ def _annual_plans(db: Database, plans: dict[str, Plan]) -> list[AnnualPlan]:
 def _period_invoices(db: Database) -> dict[UUID, list[_PeriodInvoice]]:
     """The period invoices of the subscriptions an annual plan may suit, newest first."""
     rows = db.query(
-        "SELECT i.subscription_id, i.period_index, i.status, i.failures, i.paid_at "
-        "FROM invoices i JOIN current_subscriptions s ON s.subscription_id = i.subscription_id "
+        "SELECT i.invoice_id, i.subscription_id, i.period_index, i.status, i.failures, "
+        "i.paid_at FROM invoices i "
+        "JOIN current_subscriptions s ON s.subscription_id = i.subscription_id "
         f"WHERE i.period_index IS NOT NULL AND {_ANNUAL_SCOPE} "
         "ORDER BY i.period_index DESC"
     )
     invoices: defaultdict[UUID, list[_PeriodInvoice]] = defaultdict(list)
-    for sub_id, index, status, failures, paid_at in rows:
-        invoices[read_uuid(sub_id)].append(
+    for invoice_id, sub_id, index, status, failures, paid_at in rows:
+        subscription_id = read_uuid(sub_id)
+        # A change made within a period bills it again, on an invoice with the period's
+        # index but an id of its own: not a period invoice.
+        if read_uuid(invoice_id) != period_invoice_id(subscription_id, read_int(index)):
+            continue
+        invoices[subscription_id].append(
             _PeriodInvoice(
                 read_int(index), str(status), read_int(failures), read_maybe_instant(paid_at)
             )
