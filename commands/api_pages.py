@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from commands.api_keys import Role
 from commands.dashboard import BadPeriod, dashboard_figures, dashboard_html, period
-from commands.http_api import ApiServices, Credentials, check_key
+from commands.http_api import ApiServices, Credentials, check_key, read_limited
 from commands.pricing_page import pricing_html
 from commands.schemas import CurrencyCode
 from projections import stats
@@ -93,8 +93,9 @@ def pages_router(api: ApiServices) -> APIRouter:
         start: Annotated[date | None, Query(alias="from")] = None,
         end: Annotated[date | None, Query(alias="to")] = None,
     ) -> Response:
-        """The revenue dashboard over [from, to] (default: the last 12 months up to the
-        last day with revenue events) in ``currency`` (default: the first with revenue).
+        """The revenue dashboard over [from, to] (default: the last 12 whole calendar
+        months before the last day with revenue events) in ``currency`` (default: the
+        first with revenue).
         Signed in by the header or by the cookie ``POST /login`` sets."""
         secret = credentials.credentials if credentials else request.cookies.get(COOKIE)
         try:
@@ -138,8 +139,8 @@ def pages_router(api: ApiServices) -> APIRouter:
     )
     async def login(request: Request) -> Response:
         """Signs a browser in with an analyst or admin key (form field ``key``)."""
-        body = await request.body()
-        if len(body) > MAX_FORM_BYTES:
+        body = await read_limited(request, MAX_FORM_BYTES)
+        if body is None:
             return page("Too large", "<p>The form is too large.</p>", 413)
         fields = parse_qs(body.decode("utf-8", "replace"))
         secret = (fields.get("key") or [""])[0].strip()

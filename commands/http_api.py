@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from commands.api_keys import KeyStore, Role
@@ -78,6 +78,20 @@ def guarded_router(api: ApiServices, role: Role, tag: str) -> APIRouter:
         return check_key(api, credentials.credentials if credentials else None, role)
 
     return APIRouter(tags=[tag], dependencies=[Depends(check)], responses=GUARDED)
+
+
+async def read_limited(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None past ``limit`` bytes (declared or sent): read as it
+    arrives, so that an oversized body is never held whole."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return body
 
 
 def refused(error: DomainError) -> HTTPException:

@@ -20,7 +20,7 @@ from commands.api_public import public_router
 from commands.api_services import service_router
 from commands.api_suggestions import suggestion_router
 from commands.gateway_webhooks import GatewayWebhooks
-from commands.http_api import ApiServices
+from commands.http_api import ApiServices, read_limited
 from commands.pseudonyms import Pseudonyms
 
 # Providers' webhook bodies are a few kilobytes; anything far larger is not one.
@@ -57,14 +57,9 @@ def http_app(webhooks: GatewayWebhooks, api: ApiServices | None = None) -> FastA
     )
     async def webhook(gateway: str, request: Request) -> JSONResponse:
         """A provider's delivery: verified, then recorded once (by its event id)."""
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_WEBHOOK_BYTES:
+        body = await read_limited(request, MAX_WEBHOOK_BYTES)
+        if body is None:
             return JSONResponse({"error": "body too large"}, status_code=413)
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_WEBHOOK_BYTES:
-                return JSONResponse({"error": "body too large"}, status_code=413)
         answer = await run_in_threadpool(webhooks.receive, gateway, dict(request.headers), body)
         return JSONResponse(answer.body, status_code=answer.status)
 

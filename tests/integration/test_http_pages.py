@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -167,3 +168,15 @@ def test_the_api_documentation_pages_need_no_internet(api: Api) -> None:  # noqa
             assert asset.startswith("/"), (path, asset)  # served here, not from a CDN
             assert api.client.get(asset).status_code == 200, asset
         assert not re.search(r"https?://", page.text.replace("http://www.w3.org", ""))
+
+
+def test_an_oversized_sign_in_form_is_refused_unread(api: Api) -> None:  # noqa: F811
+    """Streamed without a length: refused once past the limit, not read whole first."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b"key=" + b"x" * 3_000
+        yield b"x" * 3_000
+
+    assert api.client.post("/login", content=chunks()).status_code == 413
+    declared = api.client.post("/login", content=b"key=" + b"x" * 5_000)
+    assert declared.status_code == 413
