@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from fractions import Fraction
 from html import escape
 
@@ -54,9 +54,29 @@ def month_before(day: date) -> date:
 
 
 def default_period(db: Database) -> tuple[date, date]:
-    """The last ``DEFAULT_MONTHS`` calendar months up to the last day with revenue events."""
-    end = stats.last_day(db)
+    """The last ``DEFAULT_MONTHS`` whole calendar months up to the last day with revenue
+    events: a month that day leaves unfinished would draw as a collapse. Up to that day
+    itself when the whole months hold no revenue (it all lies in that unfinished month)."""
+    last = stats.last_day(db)
+    end = _last_whole_month_end(last)
+    if end < last and not _has_revenue(db, _months_back(end), end):
+        end = last
     return _months_back(end), end
+
+
+def _last_whole_month_end(day: date) -> date:
+    """``day`` when it ends its month, else the last day of the month before."""
+    if (day + timedelta(days=1)).day == 1:
+        return day
+    return day.replace(day=1) - timedelta(days=1)
+
+
+def _has_revenue(db: Database, start: date, end: date) -> bool:
+    (first,) = db.query(
+        "SELECT MIN(day) FROM revenue_days WHERE day >= ? AND day <= ?",
+        (start.isoformat(), end.isoformat()),
+    )[0]
+    return first is not None
 
 
 class BadPeriod(ValueError):
@@ -65,13 +85,17 @@ class BadPeriod(ValueError):
 
 
 def period(db: Database, start: date | None, end: date | None) -> tuple[date, date]:
-    """The period asked for, the default one filling what is left out: up to the last day
-    with revenue events, over ``DEFAULT_MONTHS`` calendar months."""
+    """The period asked for, the default one filling what is left out: ``default_period``
+    when neither end is given; ``DEFAULT_MONTHS`` calendar months up to a ``to`` given
+    alone; from a ``from`` given alone to the default end, or to the last day with revenue
+    events when ``from`` is past the default end."""
     for day in (start, end):
         if day is not None and not EARLIEST <= day <= LATEST:
             raise BadPeriod(f"{day} is outside {EARLIEST} to {LATEST}")
     default_start, default_end = default_period(db)
-    end = end or max(default_end, start or default_end)
+    if end is None and start is not None and start > default_end:
+        end = max(stats.last_day(db), start)  # from inside the unfinished month: to date
+    end = end or default_end
     if start is None:
         start = default_start if end == default_end else _months_back(end)
     if end < start:
@@ -123,24 +147,28 @@ def dashboard_figures(db: Database, currency: str, start: date, end: date) -> Da
 
 
 def _money(amount: int | Fraction | None, currency: str) -> str:
-    return "n/a" if amount is None else str(Money(round(amount), currency))
+    """An amount in minor units, thousands separated: 18,456.84 EUR."""
+    if amount is None:
+        return "n/a"
+    return f"{Money(round(amount), currency).to_decimal():,f} {currency}"
 
 
 def _percent(rate: Fraction | None) -> str:
     return "n/a" if rate is None else f"{float(rate) * 100:.1f}%"
 
 
-def _major(currency: str) -> charts.Format:
-    """Axis and tooltip text for amounts in minor units: major units, no currency code."""
+def _major(currency: str) -> charts.Units:
+    """Amounts in minor units, read in major units with no currency code."""
     places = exponent(currency)
-    return lambda minor: f"{minor / 10**places:,.{places if abs(minor) < 10**places else 0}f}"
+    return charts.Units(places=places, per=10**places)
 
 
 def _tile(label: str, value: str, raw: int | Fraction | None, change: str) -> str:
     data = "" if raw is None else f' data-value="{round(raw)}"'
     return (
         f'<div class="tile"{data}><div class="label">{escape(label)}</div>'
-        f'<div class="value">{escape(value)}</div>'
+        # Its length sizes the font (see STYLE): a long amount stays on one line.
+        f'<div class="value" style="--chars:{len(value)}">{escape(value)}</div>'
         f'<div class="change">{escape(change)}</div></div>'
     )
 
@@ -185,7 +213,7 @@ def _percent_series(name: str, rates: Sequence[Fraction | None]) -> Series:
 def _charts(f: DashboardFigures) -> list[str]:
     code, months = f.current.currency, f.months
     labels = [f"{m.start:%Y-%m}" for m in months]
-    money, percent = _major(code), (lambda v: f"{v:g}%")
+    money, percent = _major(code), charts.Units(places=1, suffix="%")
     status_order = sorted({s.status for s in f.current.subscribers})
     plans = sorted({s.plan_code for s in f.current.subscribers})
     count = {(s.plan_code, s.status): s.subscribers for s in f.current.subscribers}
@@ -256,8 +284,8 @@ def _charts(f: DashboardFigures) -> list[str]:
 
 def _filters(f: DashboardFigures, form_action: str | None) -> str:
     c = f.current
-    if form_action is None:  # a static snapshot: nothing to submit to
-        return f'<p class="filters">{escape(c.currency)}, {c.start} to {c.end}</p>'
+    if form_action is None:  # a static snapshot: nothing to submit, the heading says it all
+        return ""
     options = "".join(
         f"<option{' selected' if code == c.currency else ''}>{escape(code)}</option>"
         for code in f.currencies
@@ -280,7 +308,8 @@ h1{font-size:1.4em;margin:0 0 8px}
 .filters{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin:0 0 16px}
 .tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:12px}
 .tile,.chart{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:12px}
-.tile .label{color:#57606a;font-size:.85em}.tile .value{font-size:1.5em;font-weight:600}
+.tile{container-type:inline-size}.tile .label{color:#57606a;font-size:.85em}
+.tile .value{font-size:min(1.5em,100cqi / var(--chars) / .68);font-weight:600;white-space:nowrap}
 .tile .change{color:#57606a;font-size:.8em}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,480px),1fr));
 gap:12px;margin-top:16px}
@@ -291,14 +320,15 @@ gap:12px;margin-top:16px}
 font-size:.85em}
 .swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px}
 .empty{color:#57606a;font-size:.85em}
-@media (max-width:600px){.chart text{font-size:16px}.tile .value{font-size:1.25em}}
+@media (max-width:600px){.chart text{font-size:16px}
+.tile .value{font-size:min(1.25em,100cqi / var(--chars) / .68)}}
 """
 
 
 def dashboard_html(figures: DashboardFigures, form_action: str | None = "/dashboard") -> str:
     """The dashboard page. ``form_action`` is where the currency and period filters are
     submitted (as ``currency``, ``from`` and ``to`` query parameters); ``None`` for a static
-    snapshot, which shows the filters as text."""
+    snapshot, whose heading says the currency and period."""
     c = figures.current
     title = f"Revenue dashboard: {c.currency}, {c.start} to {c.end}"
     return (

@@ -71,16 +71,28 @@ def _card(plan: Plan) -> str:
     )
 
 
-def _discount(coupon: Coupon) -> str:
-    off = f"{coupon.percent_off.normalize():f}% off" if coupon.percent_off else ""
+def _off(coupon: Coupon) -> str:
+    """How much the coupon takes off: "20% off", "5.00 EUR off"."""
     if coupon.amount_off is not None:
-        off = f"{coupon.amount_off} off"
+        return f"{coupon.amount_off} off"
+    return f"{coupon.percent_off.normalize():f}% off" if coupon.percent_off else ""
+
+
+def _discount(coupon: Coupon) -> str:
     duration = {
         Duration.ONCE: "the first payment",
         Duration.FOREVER: "every payment",
         Duration.REPEATING: f"{coupon.duration_periods} billing periods",
     }[coupon.duration]
-    return f"{off} for {duration}"
+    return f"{_off(coupon)} for {duration}"
+
+
+def _offer(coupon: Coupon) -> str:
+    """The coupon's name and discount, the name left out when empty or when it states the
+    discount already ("Welcome, 20% off the first month"): said once, not twice."""
+    if not coupon.name or _off(coupon) in coupon.name:
+        return _discount(coupon)
+    return f"{coupon.name}: {_discount(coupon)}"
 
 
 def _coupons(coupons: Sequence[Coupon]) -> str:
@@ -89,7 +101,7 @@ def _coupons(coupons: Sequence[Coupon]) -> str:
     if not shown:
         return ""
     items = "".join(
-        f'<li class="coupon"><code>{escape(c.code)}</code> {escape(c.name)}: {escape(_discount(c))}'
+        f'<li class="coupon"><code>{escape(c.code)}</code> {escape(_offer(c))}'
         + (f" (plans: {escape(', '.join(c.plan_codes))})" if c.plan_codes else "")
         + (f" until {c.expires_at:%Y-%m-%d}" if c.expires_at else "")
         + "</li>"
@@ -110,6 +122,10 @@ main{max-width:1100px;margin:0 auto;padding:16px}
 .trial{display:block;color:#57606a;font-size:.85em}
 .features li::before{content:"\\2713  ";color:#1a7f37}
 #annual:checked~.plans .price.monthly,#monthly:checked~.plans .price.annual{display:none}
+.visually-hidden{position:absolute;width:1px;height:1px;padding:0;margin:-1px;overflow:hidden;
+clip:rect(0,0,0,0);white-space:nowrap;border:0}
+#monthly:focus-visible~.toggle [for=monthly],#annual:focus-visible~.toggle [for=annual]{
+outline:3px solid #0969da;outline-offset:2px}
 .toggle label{cursor:pointer;padding:4px 12px;border:1px solid #8c959f;border-radius:16px}
 #monthly:checked~.toggle [for=monthly],#annual:checked~.toggle [for=annual]{background:#1b1f24;
 color:#fff}
@@ -125,8 +141,9 @@ def pricing_html(plans: Sequence[Plan], public_coupons: Sequence[Coupon] = ()) -
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>Pricing</title><style>{STYLE}</style></head><body><main><h1>Pricing</h1>"
-        '<input type="radio" name="billing" id="monthly" checked hidden>'
-        '<input type="radio" name="billing" id="annual" hidden>'
+        # Visually hidden, not ``hidden``: the keyboard reaches them (Tab, then arrows).
+        '<input type="radio" name="billing" id="monthly" class="visually-hidden" checked>'
+        '<input type="radio" name="billing" id="annual" class="visually-hidden">'
         '<div class="toggle"><label for="monthly">Monthly</label>'
         '<label for="annual">Annual</label></div>'
         f'<section class="plans">{cards}</section>{_coupons(public_coupons)}'

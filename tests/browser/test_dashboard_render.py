@@ -45,6 +45,14 @@ LAYOUT = """() => {
       .map(s => s.getAttribute("aria-label")),
     past_right_edge: svgs.filter(s => box(s).right > window.innerWidth)
       .map(s => s.getAttribute("aria-label")),
+    // Values on more than one line, or cut at their tile's edge.
+    wrapped_values: [...document.querySelectorAll(".tile .value")].filter(v =>
+      v.getClientRects().length !== 1
+      || box(v).height > 1.5 * parseFloat(getComputedStyle(v).fontSize)
+      || v.scrollWidth > v.clientWidth
+      || box(v).right > box(v.parentElement).right)
+      .map(v => v.textContent),
+    headings: [...document.querySelectorAll("h1, .filters")].map(e => e.textContent),
     tiles: Object.fromEntries([...document.querySelectorAll(".tile")].map(
       t => [t.querySelector(".label").textContent, t.querySelector(".value").textContent])),
   };
@@ -62,6 +70,8 @@ class Layout:
     overlapping_labels: list[str]  # charts whose axis labels overlap
     cut_labels: list[str]  # charts with a label reaching past the chart's edge
     past_right_edge: list[str]  # charts that stick out of the window
+    wrapped_values: list[str]  # tile values on two lines or cut off
+    headings: list[str]  # the heading, and the filters' text under it
     tiles: dict[str, str]
 
     @classmethod
@@ -97,11 +107,17 @@ def assert_rendered(opened: Visit, f: DashboardFigures) -> None:
     assert layout.overlapping_labels == []
     assert layout.cut_labels == []
     assert layout.past_right_edge == []
+    assert layout.wrapped_values == []
     code = f.current.currency
-    assert layout.tiles["MRR"] == str(Money(f.current.mrr, code))
-    assert layout.tiles["ARR"] == str(Money(f.current.arr, code))
+    assert layout.tiles["MRR"] == separated(Money(f.current.mrr, code))
+    assert layout.tiles["ARR"] == separated(Money(f.current.arr, code))
     assert layout.tiles["Paying customers"] == str(f.current.paying_customers)
     opened.assert_clean()
+
+
+def separated(money: Money) -> str:
+    """``money`` as the tiles show it: 18,456.84 EUR."""
+    return f"{money.to_decimal():,f} {money.currency}"
 
 
 def choose_usd(page: Page) -> None:
@@ -129,6 +145,12 @@ def test_the_demo_snapshot_renders_offline_on_a_laptop(
     with visit(browser, demo.snapshot.as_uri()) as opened:
         assert_rendered(opened, eur)
         assert opened.no_horizontal_overflow()
+        # The ARR of a year of the demo runs into the thousands: separated, on one line.
+        assert eur.current.arr >= 100_000
+        assert "," in Layout.of(opened).tiles["ARR"]
+        # The heading says the currency and period once: no filters to repeat it.
+        title = f"Revenue dashboard: EUR, {eur.current.start} to {eur.current.end}"
+        assert Layout.of(opened).headings == [title]
         opened.screenshot("dashboard.png")
 
 

@@ -70,3 +70,23 @@ def test_the_live_pricing_page_toggles_on_a_phone(browser: Browser, live: Live) 
     with visit(browser, f"{live.base}/pricing", PHONE) as opened:
         assert opened.status == 200
         assert_toggles(opened, "pricing-phone")
+
+
+def test_the_toggle_answers_the_keyboard_with_a_visible_focus_ring(
+    browser: Browser, live: Live
+) -> None:
+    with visit(browser, f"{live.base}/pricing") as opened:
+        page = opened.page
+        page.keyboard.press("Tab")  # onto the checked radio button: Monthly
+        assert page.evaluate("document.activeElement.id") == "monthly"
+        page.keyboard.press("ArrowRight")  # a radio group moves and checks with arrows
+        assert page.evaluate("document.activeElement.id") == "annual"
+        assert shown_prices(page) == ANNUAL
+        ring = page.locator("label[for=annual]").evaluate("l => getComputedStyle(l).outlineStyle")
+        assert ring == "solid"
+        assert (
+            page.locator("label[for=monthly]").evaluate("l => getComputedStyle(l).outlineStyle")
+            == "none"
+        )
+        opened.screenshot("pricing-keyboard.png")
+        opened.assert_clean()

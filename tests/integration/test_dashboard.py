@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,7 +17,13 @@ from typer.testing import CliRunner
 from commands import schemas as s
 from commands.bootstrap import projector
 from commands.cli import app
-from commands.dashboard import dashboard_figures, dashboard_html, default_period, month_before
+from commands.dashboard import (
+    dashboard_figures,
+    dashboard_html,
+    default_period,
+    month_before,
+    period,
+)
 from commands.pricing_page import pricing_html
 from ledger.application import Ledger
 from projections import stats
@@ -25,10 +31,12 @@ from projections.runner import Projector
 from tests.integration.conftest import Shop
 from tests.integration.test_revenue import tell
 
-# The default period: 12 months up to the last revenue event (Mar 5: the returner is back;
-# the annual cancellation of Mar 6 takes effect at its period end).
+# 12 months up to the last revenue event (Mar 5: the returner is back; the annual
+# cancellation of Mar 6 takes effect at its period end), asked for explicitly.
 START, END = date(2024, 4, 1), date(2025, 3, 5)
 MONTHS = ["2025-01", "2025-02", "2025-03"]  # those with data
+# The default period: the 12 whole months before March, which Mar 5 leaves unfinished.
+DEFAULT_START, DEFAULT_END = date(2024, 3, 1), date(2025, 2, 28)
 
 
 class Page(HTMLParser):
@@ -90,11 +98,32 @@ def values(marks: list[dict[str, str]], series: str) -> dict[str, int]:
     return {m["data-label"]: int(m["data-value"]) for m in marks if m["data-series"] == series}
 
 
-def test_the_default_period_is_twelve_months_to_the_last_day(
+def test_the_default_period_is_the_twelve_whole_months_before_the_last_day(
     page: Page, projections: Projector
 ) -> None:
-    assert default_period(projections.database) == (START, END)
+    db = projections.database
+    assert default_period(db) == period(db, None, None) == (DEFAULT_START, DEFAULT_END)
+    assert period(db, date(2025, 1, 1), None) == (date(2025, 1, 1), DEFAULT_END)
+    # From a day of the unfinished month: to the last day with revenue, as asked.
+    assert period(db, date(2025, 3, 1), None) == (date(2025, 3, 1), END)
+    assert period(db, None, END) == (START, END)  # an explicit end is honoured exactly
     assert month_before(date(2025, 3, 31)) == date(2025, 2, 28)
+
+
+def test_a_last_day_ending_its_month_completes_it(shop: Shop, projections: Projector) -> None:
+    shop.subscribe(shop.customer())  # on Jan 31, the clock's first day
+    projections.catch_up()
+    assert default_period(projections.database) == (date(2024, 2, 1), date(2025, 1, 31))
+
+
+def test_revenue_all_in_an_unfinished_month_is_shown_to_date(
+    shop: Shop, projections: Projector
+) -> None:
+    shop.clock.advance_to(datetime(2025, 2, 3, 9, tzinfo=UTC))
+    shop.subscribe(shop.customer())
+    projections.catch_up()
+    # Twelve whole months to Jan 31 would be empty: up to Feb 3 instead.
+    assert default_period(projections.database) == (date(2024, 3, 1), date(2025, 2, 3))
 
 
 def test_tiles_equal_the_projections_figures(page: Page, projections: Projector) -> None:
@@ -103,6 +132,7 @@ def test_tiles_equal_the_projections_figures(page: Page, projections: Projector)
     assert page.tiles["MRR"]["data-value"] == str(f.mrr)
     assert page.tiles["MRR"]["value"] == "96.67 EUR"
     assert page.tiles["ARR"]["data-value"] == str(f.arr)
+    assert page.tiles["ARR"]["value"] == "1,160.04 EUR"  # 12 x 96.67, thousands separated
     assert page.tiles["ARPU"]["data-value"] == str(round(f.arpu or 0))
     assert page.tiles["Paying customers"]["data-value"] == "6"
     # The period began with no MRR: no retention to speak of, and no churn yet for an LTV.
@@ -165,8 +195,12 @@ def test_the_pricing_page_lists_plans_prices_trials_and_public_codes(
     shop.send(s.RegisterPlan, code="odd", name=evil, features=[evil])
     shop.send(s.AddPrice, plan_code="odd", currency="EUR", amount=500)
     shop.send(s.RegisterCoupon, code="SPRING", name="Spring", percent_off=Decimal(20), public=True)
+    welcome = "Welcome, 20% off the first month"
+    shop.send(
+        s.RegisterCoupon, code="WELCOME20", name=welcome, percent_off=Decimal(20), public=True
+    )
     shop.send(s.RegisterCoupon, code="STAFF", percent_off=Decimal(50))
-    coupons = [ledger.coupon("SPRING"), ledger.coupon("STAFF")]
+    coupons = [ledger.coupon(code) for code in ("SPRING", "WELCOME20", "STAFF")]
     html = pricing_html(ledger.plans(), coupons)
     assert "<script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -183,8 +217,12 @@ def test_the_pricing_page_lists_plans_prices_trials_and_public_codes(
     }
     assert "save 40.00 EUR" in html  # 12 x 20 - 200
     assert "14-day free trial" in html
-    assert "SPRING" in html
-    assert "20% off for the first payment" in html
+    offers = re.findall(r'<li class="coupon">(.*?)</li>', html)
+    # A name adds something, or is left out when it says the discount already.
+    assert offers == [
+        "<code>SPRING</code> Spring: 20% off for the first payment",
+        "<code>WELCOME20</code> 20% off for the first payment",
+    ]
     assert "STAFF" not in html  # not public
 
 
@@ -199,5 +237,6 @@ def test_the_cli_writes_a_static_snapshot(
     assert result.exit_code == 0, result.output
     html = out.read_text(encoding="utf-8")
     assert "<form" not in html  # nothing to submit filters to
-    assert f"EUR, {START} to {END}" in html
+    # In the title and the heading, and not a third time below it.
+    assert html.count(f"EUR, {DEFAULT_START} to {DEFAULT_END}") == 2
     # tests/browser opens such a snapshot in Chromium, offline.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 
 from commands import charts
@@ -83,3 +84,42 @@ def test_an_empty_chart_says_so() -> None:
     page = charts.lines("Nothing", [], [Series("x", [])])
     assert Marks(page).marks == []
     assert "No data in this period." in page
+
+
+def y_ticks(page: str) -> list[str]:
+    """The y axis's labels, bottom to top."""
+    return re.findall(r'<text [^>]*text-anchor="end">([^<]*)</text>', page)
+
+
+def test_a_small_refund_costs_one_small_step_below_zero_not_a_quarter_of_the_chart() -> None:
+    page = charts.bars(
+        "Collected and refunded",
+        ["2025-12", "2026-01"],
+        [Series("collected", [230_000, 10_000]), Series("refunded", [0, -100])],
+        charts.Units(places=2, per=100),
+    )
+    # 2,300 EUR up and 1 EUR down: steps of 500 EUR give 7 ticks over 3,000 EUR, the
+    # tightest cover (1,000 EUR steps would run from -1,000 to 3,000).
+    assert y_ticks(page) == ["-500", "0", "500", "1,000", "1,500", "2,000", "2,500"]
+
+
+def test_money_ticks_below_one_unit_all_show_the_currency_decimals() -> None:
+    page = charts.bars("Refunds", ["a"], [Series("x", [150])], charts.Units(places=2, per=100))
+    # 1.50 EUR: 50-cent steps give 4 ticks exactly covering it.
+    assert y_ticks(page) == ["0.00", "0.50", "1.00", "1.50"]
+    assert "x, a: 1.50" in page  # the tooltip
+
+
+def test_counts_get_whole_ticks_and_percentages_their_sign() -> None:
+    # Two trials: steps of 1 give only 3 ticks, but a half trial would be no better.
+    assert y_ticks(charts.bars("Trials", ["a"], [Series("x", [2])])) == ["0", "1", "2"]
+    percent = charts.Units(places=1, suffix="%")
+    page = charts.lines("Churn", ["a", "b"], [Series("rate", [12.5, 3.25])], percent)
+    assert y_ticks(page) == ["0%", "5%", "10%", "15%"]
+    assert "rate, b: 3.2%" in page  # the tooltip, to the tile's decimal
+
+
+def test_large_amounts_are_thousands_separated() -> None:
+    page = charts.stacked_area("MRR", ["a"], [Series("pro", [1_234_567])])
+    # Steps of 200,000 give 8 ticks, of 500,000 four over 1,500,000.
+    assert y_ticks(page) == ["0", "500,000", "1,000,000", "1,500,000"]
