@@ -5,7 +5,8 @@ A browser cannot send ``Authorization: Bearer``, so ``POST /login`` takes an ana
 admin) key from a form and keeps it in an HttpOnly, SameSite=Strict cookie that only
 ``/dashboard`` reads; every JSON route still wants the header, so the cookie cannot be
 used to send commands from another site. Without a valid key the dashboard answers 401
-(403 for a key of another role) with the sign-in form, never figures.
+(403 for a key of another role) with the sign-in form, never figures; the app turns
+``SignInRequired`` into that page (``sign_in_required``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from html import escape
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from commands.api_keys import Role
@@ -61,6 +62,20 @@ def sign_in(reason: str, status: int) -> HTMLResponse:
     return page("Sign in to the revenue dashboard", form, status, **extra)
 
 
+class SignInRequired(Exception):
+    """No usable key for a page: answered with the sign-in form (``sign_in_required``)."""
+
+    def __init__(self, reason: str, status: int) -> None:
+        super().__init__(reason)
+        self.reason, self.status = reason, status
+
+
+async def sign_in_required(request: Request, refusal: Exception) -> Response:
+    """The app's handler of ``SignInRequired``."""
+    assert isinstance(refusal, SignInRequired)
+    return sign_in(refusal.reason, refusal.status)
+
+
 def pages_router(api: ApiServices) -> APIRouter:
     router = APIRouter(tags=["pages"], default_response_class=HTMLResponse)
 
@@ -75,9 +90,18 @@ def pages_router(api: ApiServices) -> APIRouter:
             offers = [c for c in api.ledger.coupons() if c.public and c.is_redeemable(now)]
         return pricing_html(plans, offers)
 
+    def signed_in(request: Request, credentials: Credentials) -> None:
+        """A dependency, so that the key is checked before the parameters are read."""
+        secret = credentials.credentials if credentials else request.cookies.get(COOKIE)
+        try:
+            check_key(api, secret, Role.ANALYST)
+        except HTTPException as refusal:
+            raise SignInRequired(str(refusal.detail), refusal.status_code) from None
+
     @router.get(
         "/dashboard",
         tags=["analysts"],
+        dependencies=[Depends(signed_in)],
         responses=HTML
         | {
             401: {"description": "no key: the sign-in form"},
@@ -87,8 +111,6 @@ def pages_router(api: ApiServices) -> APIRouter:
         },
     )
     def dashboard(
-        request: Request,
-        credentials: Credentials,
         currency: CurrencyCode | None = None,
         start: Annotated[date | None, Query(alias="from")] = None,
         end: Annotated[date | None, Query(alias="to")] = None,
@@ -97,11 +119,6 @@ def pages_router(api: ApiServices) -> APIRouter:
         months before the last day with revenue events) in ``currency`` (default: the
         first with revenue).
         Signed in by the header or by the cookie ``POST /login`` sets."""
-        secret = credentials.credentials if credentials else request.cookies.get(COOKIE)
-        try:
-            check_key(api, secret, Role.ANALYST)
-        except HTTPException as refusal:
-            return sign_in(str(refusal.detail), refusal.status_code)
         with api.lock:
             api.catch_up()
             try:

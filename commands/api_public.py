@@ -13,6 +13,9 @@ from commands.schemas import CouponCode, CurrencyCode, IntervalText, PlanCode
 from ledger.catalog import MAX_TRIAL_DAYS, Plan
 from ledger.errors import DomainError
 
+# FastAPI's own answer to a body it cannot decode (not UTF-8), before any validation.
+NOT_JSON: dict[str, Any] = {"description": "the body is not JSON text"}
+
 
 class PriceOut(BaseModel):
     price_id: str
@@ -72,7 +75,7 @@ def public_router(api: ApiServices) -> APIRouter:
         with api.lock:
             return [plan_out(p) for p in api.ledger.plans() if not p.archived]
 
-    @router.post("/quote", responses={404: NOT_FOUND, 422: REFUSED})
+    @router.post("/quote", responses={400: NOT_JSON, 404: NOT_FOUND, 422: REFUSED})
     def quote(body: QuoteRequest) -> dict[str, Any]:
         """What a prospect's signup would invoice, with coupon and trial; nothing is
         recorded."""

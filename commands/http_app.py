@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from commands.api_analysts import analyst_router
 from commands.api_auditors import auditor_router
-from commands.api_pages import pages_router
+from commands.api_pages import SignInRequired, pages_router, sign_in_required
 from commands.api_public import public_router
 from commands.api_services import service_router
 from commands.api_suggestions import suggestion_router
@@ -41,6 +41,7 @@ def http_app(webhooks: GatewayWebhooks, api: ApiServices | None = None) -> FastA
         for routes in (public_router, pages_router, analyst_router, auditor_router, service_router):
             app.include_router(routes(api))
         app.include_router(suggestion_router(api, Pseudonyms.of_ledger(api.ledger).of))
+        app.add_exception_handler(SignInRequired, sign_in_required)
 
     @app.get("/health")
     def health() -> dict[str, object]:

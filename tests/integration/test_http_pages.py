@@ -180,3 +180,11 @@ def test_an_oversized_sign_in_form_is_refused_unread(api: Api) -> None:  # noqa:
     assert api.client.post("/login", content=chunks()).status_code == 413
     declared = api.client.post("/login", content=b"key=" + b"x" * 5_000)
     assert declared.status_code == 413
+
+
+def test_the_dashboard_checks_the_key_before_the_filters(api: Api) -> None:  # noqa: F811
+    nobody = api.call("GET", "/dashboard?from=yesterday", None)
+    assert nobody.status_code == 401
+    assert SIGN_IN in nobody.text
+    assert api.call("GET", "/dashboard?from=yesterday", Role.AUDITOR).status_code == 403
+    assert api.call("GET", "/dashboard?from=yesterday", Role.ANALYST).status_code == 422
