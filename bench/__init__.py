@@ -26,7 +26,14 @@ from bench.report import Sample
 from commands.settings import persistence_env
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
-MODULES = ("bench.commands", "bench.rebuild", "bench.billing", "bench.bus", "bench.audit")
+MODULES = (
+    "bench.commands",
+    "bench.rebuild",
+    "bench.billing",
+    "bench.bus",
+    "bench.audit",
+    "bench.dashboard",
+)
 
 
 def ignore(message: str) -> None:
