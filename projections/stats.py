@@ -2,20 +2,22 @@
 payments), read from the revenue projection's tables.
 
 Levels (MRR, paying customers) at a day are sums of the daily flows up to that day; the
-movements of a range are sums of its days. docs/metrics.md gives every formula.
+movements of a range are sums of its days. Churn rates and NRR are cohort measures: over
+the customers paying at the range's start (``Cohort``), from each one's MRR at the start
+and at the end (``revenue_changes``). docs/metrics.md gives every formula.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
 from typing import Any
 
 from projections.database import Database
 from projections.payment_flows import FLOWS
 from projections.revenue import DAY_COUNTS, MOVEMENTS, NET_MRR, PAYING_CHANGE
-from projections.values import read_day, read_int
+from projections.values import instant, read_day, read_int
 
 DAYS_PER_MONTH = Fraction(1461, 48)  # 365.25 / 12
 DEFAULT_DAYS = 30
@@ -43,6 +45,33 @@ class Movements:
 
 
 @dataclass(frozen=True)
+class Cohort:
+    """The customers paying at the start of a range (MRR above 0 at the end of the day
+    before it), and their MRR at its end: what churn rates and NRR are measured on."""
+
+    customers: int
+    mrr_at_start: int  # equals ``Figures.mrr_at_start``: only paying customers have MRR
+    mrr_at_end: int  # theirs only: customers who started paying in the range are left out
+    lost_mrr: int  # the sum over them of max(0, MRR at start - MRR at end)
+    churned_customers: int  # those whose MRR at the end is 0
+
+    @property
+    def expansion_mrr(self) -> int:
+        """The sum over them of max(0, MRR at end - MRR at start)."""
+        return self.mrr_at_end - self.mrr_at_start + self.lost_mrr
+
+    def as_json(self) -> dict[str, int]:
+        return {
+            "customers": self.customers,
+            "mrr_at_start": self.mrr_at_start,
+            "mrr_at_end": self.mrr_at_end,
+            "lost_mrr": self.lost_mrr,
+            "expansion_mrr": self.expansion_mrr,
+            "churned_customers": self.churned_customers,
+        }
+
+
+@dataclass(frozen=True)
 class PlanSubscribers:
     plan_code: str
     status: str
@@ -62,7 +91,7 @@ class Figures:
     paying_customers_at_start: int
     new_customers: int
     reactivated_customers: int
-    churned_customers: int
+    churned_customers: int  # churn movements in the range (the paying customers' bridge)
     customers: int  # registered by the end
     trials_started: int
     trials_converted: int
@@ -72,6 +101,7 @@ class Figures:
     failed_payments: int
     recovered_payments: int  # payments that succeeded on a dunning retry
     recovered: int  # minor units collected by those
+    cohort: Cohort
     subscribers: tuple[PlanSubscribers, ...] = field(default=())
 
     @property
@@ -99,7 +129,8 @@ class Figures:
 
     @property
     def customer_churn_rate(self) -> Fraction | None:
-        return _ratio(self.churned_customers, self.paying_customers_at_start)
+        """The share of the cohort not paying at the end, in [0, 1]."""
+        return _ratio(self.cohort.churned_customers, self.cohort.customers)
 
     @property
     def monthly_customer_churn_rate(self) -> Fraction | None:
@@ -108,12 +139,13 @@ class Figures:
 
     @property
     def revenue_churn_rate(self) -> Fraction | None:
-        return _ratio(self.movements.churn + self.movements.contraction, self.mrr_at_start)
+        """Gross: the share of the cohort's MRR lost by the end, in [0, 1]."""
+        return _ratio(self.cohort.lost_mrr, self.cohort.mrr_at_start)
 
     @property
     def net_revenue_retention(self) -> Fraction | None:
-        m = self.movements
-        return _ratio(self.mrr_at_start + m.expansion - m.contraction - m.churn, self.mrr_at_start)
+        """The cohort's MRR at the end over its MRR at the start, 0 or more."""
+        return _ratio(self.cohort.mrr_at_end, self.cohort.mrr_at_start)
 
     @property
     def arpu(self) -> Fraction | None:
@@ -146,6 +178,7 @@ class Figures:
             "reactivated_customers": self.reactivated_customers,
             "churned_customers": self.churned_customers,
             "customers": self.customers,
+            "cohort": self.cohort.as_json(),
             "arpu": _minor(self.arpu),
             "ltv": _minor(self.ltv),
             "customer_churn_rate": _rate(self.customer_churn_rate),
@@ -200,6 +233,27 @@ def default_range(db: Database) -> tuple[date, date]:
     return end - timedelta(days=DEFAULT_DAYS - 1), end
 
 
+def _midnight(day: date) -> str:
+    """The instant ``day`` begins, as ``revenue_changes.at`` is compared: an event is on
+    the UTC day of its timestamp, as ``revenue_days`` books it."""
+    return instant(datetime.combine(day, time(), UTC))
+
+
+def cohort(db: Database, currency: str, start: date, end: date) -> Cohort:
+    """The customers paying at the start of ``start``, and their MRR at the end of ``end``:
+    each customer's MRR at an instant is the sum of their changes before it."""
+    (row,) = db.query(
+        "SELECT COUNT(*), SUM(at_start), SUM(at_end), "
+        "SUM(CASE WHEN at_end < at_start THEN at_start - at_end ELSE 0 END), "
+        "SUM(CASE WHEN at_end = 0 THEN 1 ELSE 0 END) "
+        "FROM (SELECT SUM(CASE WHEN at < ? THEN delta ELSE 0 END) AS at_start, "
+        "SUM(delta) AS at_end FROM revenue_changes WHERE currency = ? AND at < ? "
+        "GROUP BY customer_id) AS customer_mrr WHERE at_start > 0",
+        (_midnight(start), currency, _midnight(end + timedelta(days=1))),
+    )
+    return Cohort(*map(read_int, row))
+
+
 def figures(db: Database, currency: str, start: date, end: date) -> Figures:
     if end < start:
         raise ValueError(f"the range ends ({end}) before it starts ({start})")
@@ -239,6 +293,7 @@ def figures(db: Database, currency: str, start: date, end: date) -> Figures:
         failed_payments=sums["failed_payments"],
         recovered_payments=sums["recovered_payments"],
         recovered=sums["recovered"],
+        cohort=cohort(db, currency, start, end),
         subscribers=tuple(
             PlanSubscribers(plan, status, read_int(count), read_int(mrr))
             for plan, status, count, mrr in plans
@@ -277,6 +332,7 @@ def months(db: Database, currency: str, start: date, end: date) -> list[Figures]
             failed_payments=read_int(row[19]),
             recovered_payments=read_int(row[20]),
             recovered=read_int(row[21]),
+            cohort=cohort(db, currency, read_day(row[1]), read_day(row[2])),
         )
         for row in rows
     ]

@@ -43,6 +43,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from random import Random
 from typing import Any, Literal
@@ -779,6 +780,7 @@ class DayEnd:
     paying: int
     customers: int
     subscribers: dict[PlanKey, tuple[int, int]]  # live subscriptions and their MRR
+    customer_mrr: dict[UUID, int]  # each customer's MRR, 0 or above
 
 
 @dataclass
@@ -846,6 +848,7 @@ def revenue(known: Truth) -> Revenue:
             sum(1 for mrr in customer_mrr.values() if mrr > 0),
             registered,
             subscribers,
+            dict(customer_mrr),
         )
 
     steps = iter(known.steps)
@@ -918,7 +921,7 @@ def check_revenue(db: Database, known: Truth, every_day_figures: bool) -> None:
         assert daily[day] == (level.mrr, level.paying, level.customers), f"revenue_daily on {day}"
     if not every_day_figures:
         return
-    previous = DayEnd(0, 0, 0, {})
+    previous = DayEnd(0, 0, 0, {}, {})
     for day in days:
         level = expected.levels[day]
         figures = stats.figures(db, CURRENCY, day, day)
@@ -944,7 +947,42 @@ def check_revenue(db: Database, known: Truth, every_day_figures: bool) -> None:
             figures.recovered_payments,
             figures.recovered,
         ) == tuple(paid[flow] for flow in MOVEMENT_COLUMNS[-5:]), f"payments on {day}"
+        check_cohort(figures, previous, level)
+        # And from this day to the last: ranges of every length.
+        check_cohort(
+            stats.figures(db, CURRENCY, day, days[-1]), previous, expected.levels[days[-1]]
+        )
         previous = level
+
+
+def check_cohort(figures: stats.Figures, start: DayEnd, end: DayEnd) -> None:
+    """metrics.md, "Churn rates" and "NRR": over the customers paying at ``start`` (the
+    end of the day before the range), from each one's MRR then and at ``end``."""
+    paying = {customer: mrr for customer, mrr in start.customer_mrr.items() if mrr > 0}
+    at_end = {customer: end.customer_mrr.get(customer, 0) for customer in paying}
+    lost = sum(max(0, paying[c] - at_end[c]) for c in paying)
+    gained = sum(max(0, at_end[c] - paying[c]) for c in paying)
+    churned = sum(1 for mrr in at_end.values() if mrr == 0)
+    where = f"cohort of {figures.start} to {figures.end}"
+    assert figures.cohort == stats.Cohort(
+        len(paying), sum(paying.values()), sum(at_end.values()), lost, churned
+    ), where
+    assert figures.cohort.mrr_at_start == figures.mrr_at_start, where
+    assert figures.cohort.expansion_mrr == gained, where
+    if not paying:
+        assert (figures.customer_churn_rate, figures.revenue_churn_rate) == (None, None), where
+        assert figures.net_revenue_retention is None, where
+        return
+    customer_churn = Fraction(churned, len(paying))
+    revenue_churn = Fraction(lost, figures.mrr_at_start)
+    nrr = Fraction(sum(at_end.values()), figures.mrr_at_start)
+    assert figures.customer_churn_rate == customer_churn, where
+    assert figures.revenue_churn_rate == revenue_churn, where
+    assert figures.net_revenue_retention == nrr, where
+    assert 0 <= customer_churn <= 1, where
+    assert 0 <= revenue_churn <= 1, where
+    assert nrr >= 0, where
+    assert nrr == 1 - revenue_churn + Fraction(gained, figures.mrr_at_start), where
 
 
 # 4. transaction_history

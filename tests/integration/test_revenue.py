@@ -284,22 +284,43 @@ def test_figures_of_february_worked_out_by_hand(story: Story, projections: Proje
     assert (f.paying_customers_at_start, f.paying_customers) == (5, 5)  # 5 + 1 + 1 - 2
     assert (f.new_customers, f.reactivated_customers, f.churned_customers) == (1, 1, 2)
     assert f.customers == 7
-    assert f.customer_churn_rate == Fraction(2, 5)  # pauser and returner of 5 paying
-    assert f.revenue_churn_rate == Fraction(3000, 5667)  # (2000 churn + 1000 contraction)
-    assert f.net_revenue_retention == 1  # (5667 + 3000 - 1000 - 2000) / 5667 = 5667 / 5667
+    # The cohort: the 5 paying at the end of Jan 31, 5667 in all, and their MRR at the end
+    # of Feb 28: upgrader 1000 (1000 -> 2000 -> 1000), annual 1667, pauser 1000 (paused and
+    # resumed), returner 0 (canceled), doubler 3000 (1000 + 2000): 6667. The converter,
+    # paying since Feb 14, is not in it (8667 - 2000 = 6667).
+    assert f.cohort == stats.Cohort(
+        customers=5, mrr_at_start=5667, mrr_at_end=6667, lost_mrr=1000, churned_customers=1
+    )
+    assert f.cohort.mrr_at_start == f.mrr_at_start
+    assert f.cohort.expansion_mrr == 2000  # the doubler's 1000 -> 3000
+    # Only the returner is not paying at the end; the pauser came back: 1 of 5. The
+    # churned_customers count above is the paying customers' bridge, not this numerator.
+    assert f.customer_churn_rate == Fraction(1, 5)
+    assert f.revenue_churn_rate == Fraction(1000, 5667)  # the returner's 1000 lost
+    # 6667 / 5667 = 1 - 1000/5667 (lost) + 2000/5667 (the doubler's expansion)
+    assert f.net_revenue_retention == Fraction(6667, 5667)
     assert f.arpu == Fraction(8667, 5)  # 1733.4
     # Trials: none started in February; one converted and one expired: 1 / (1 + 1).
     assert (f.trials_started, f.trials_converted, f.trials_not_converted) == (0, 1, 1)
     assert f.trial_conversion_rate == Fraction(1, 2)
-    # Monthly churn over 28 days: 2/5 * (365.25 / 12) / 28 = 2/5 * 1461/48 / 28 = 487/1120;
-    # LTV = ARPU / monthly churn = 8667/5 * 1120/487 = 1941408/487 = 3986.46...
-    assert f.monthly_customer_churn_rate == Fraction(487, 1120)
-    assert f.ltv == Fraction(1941408, 487)
+    # Monthly churn over 28 days: 1/5 * (365.25 / 12) / 28 = 1/5 * 1461/48 / 28
+    # = 1461/6720 = 487/2240; LTV = ARPU / monthly churn = 8667/5 * 2240/487
+    # = 8667 * 448 / 487 = 3882816/487 = 7972.92...
+    assert f.monthly_customer_churn_rate == Fraction(487, 2240)
+    assert f.ltv == Fraction(3882816, 487)
     shown = f.as_json()
-    assert (shown["arpu"], shown["ltv"]) == (1733, 3986)  # rounded to cents, half-even
-    assert shown["customer_churn_rate"] == 0.4
-    assert shown["revenue_churn_rate"] == 0.529381  # 3000 / 5667 = 0.5293806...
-    assert shown["net_revenue_retention"] == 1.0
+    assert (shown["arpu"], shown["ltv"]) == (1733, 7973)  # rounded to cents, half-even
+    assert shown["customer_churn_rate"] == 0.2
+    assert shown["revenue_churn_rate"] == 0.17646  # 1000 / 5667 = 0.1764602...
+    assert shown["net_revenue_retention"] == 1.17646  # 6667 / 5667 = 1.1764602...
+    assert shown["cohort"] == {
+        "customers": 5,
+        "mrr_at_start": 5667,
+        "mrr_at_end": 6667,
+        "lost_mrr": 1000,
+        "expansion_mrr": 2000,
+        "churned_customers": 1,
+    }
     assert shown["trial_conversion_rate"] == 0.5
 
 
@@ -314,9 +335,16 @@ def test_figures_from_feb_8_where_retention_is_not_one(
     assert f.mrr == 8667  # 4667 + 2000 + 3000 - 1000 - 1000 + 1000
     # Paying at the start: upgrader, annual, returner, doubler; the returner churned.
     assert (f.paying_customers_at_start, f.churned_customers, f.paying_customers) == (4, 1, 5)
+    # Their MRR at the end of Feb 28: upgrader 1000 (its upgrade and downgrade cancel out:
+    # no loss), annual 1667, returner 0, doubler 3000 = 5667; the pauser (back on Feb 20)
+    # and the converter started paying in the range and are left out.
+    assert f.cohort == stats.Cohort(
+        customers=4, mrr_at_start=4667, mrr_at_end=5667, lost_mrr=1000, churned_customers=1
+    )
     assert f.customer_churn_rate == Fraction(1, 4)
-    assert f.revenue_churn_rate == Fraction(2000, 4667)  # (1000 churn + 1000 contraction)
-    assert f.net_revenue_retention == Fraction(5667, 4667)  # (4667 + 3000 - 1000 - 1000)
+    assert f.revenue_churn_rate == Fraction(1000, 4667)  # the returner's 1000
+    # 5667 / 4667 = 1 - 1000/4667 + 2000/4667 (the doubler's expansion)
+    assert f.net_revenue_retention == Fraction(5667, 4667)
     assert f.arpu == Fraction(8667, 5)
     # 21 days: monthly churn 1/4 * 1461/48 / 21 = 1461/4032; LTV = 8667/5 * 4032/1461
     # = 34945344/7305 = 4783.75...
@@ -336,7 +364,8 @@ def test_figures_of_the_whole_story_and_of_the_usd_customer(
     assert (f.new_customers, f.reactivated_customers, f.churned_customers) == (6, 2, 2)
     assert f.paying_customers == 6  # 6 + 2 - 2: everyone but the lapser
     assert f.arpu == Fraction(9667, 6)
-    # Nobody paid at the start: the rates over the range are undefined, not zero.
+    # Nobody paid at the start: an empty cohort, the rates are undefined, not zero.
+    assert f.cohort == stats.Cohort(0, 0, 0, 0, 0)
     assert (f.customer_churn_rate, f.revenue_churn_rate) == (None, None)
     assert (f.net_revenue_retention, f.ltv) == (None, None)
     assert (f.trials_started, f.trials_converted, f.trials_not_converted) == (2, 1, 1)
@@ -349,6 +378,8 @@ def test_figures_of_the_whole_story_and_of_the_usd_customer(
     usd = stats.figures(db, "USD", day(2, 1), day(2, 28))
     assert (usd.mrr_at_start, usd.mrr, usd.movements) == (1200, 1200, Movements(0, 0, 0, 0, 0))
     assert (usd.paying_customers, usd.customers, usd.arpu) == (1, 1, Fraction(1200))
+    # The cohort is the american, paying 1200 throughout: nothing lost, all retained.
+    assert usd.cohort == stats.Cohort(1, 1200, 1200, 0, 0)
     assert (usd.customer_churn_rate, usd.revenue_churn_rate) == (Fraction(0), Fraction(0))
     assert usd.net_revenue_retention == 1
     assert usd.ltv is None  # no churn: undefined, not infinite
@@ -373,7 +404,18 @@ def test_months_worked_out_by_hand(story: Story, projections: Projector) -> None
         (0, 1, 1),
         (0, 0, 0),
     ]
-    assert [m.customer_churn_rate for m in months] == [None, Fraction(2, 5), 0]
+    # January: nobody paid before Jan 31. February: the 5 of Jan 31, as in
+    # test_figures_of_february_worked_out_by_hand. March (to Mar 5): the 5 paying at the
+    # end of Feb 28 (upgrader 1000, annual 1667, pauser 1000, doubler 3000, converter 2000
+    # = 8667) all still pay the same on Mar 5; the returner's comeback is not theirs.
+    assert [m.cohort for m in months] == [
+        stats.Cohort(0, 0, 0, 0, 0),
+        stats.Cohort(5, 5667, 6667, 1000, 1),
+        stats.Cohort(5, 8667, 8667, 0, 0),
+    ]
+    assert [m.customer_churn_rate for m in months] == [None, Fraction(1, 5), 0]
+    assert [m.revenue_churn_rate for m in months] == [None, Fraction(1000, 5667), 0]
+    assert [m.net_revenue_retention for m in months] == [None, Fraction(6667, 5667), 1]
     # Collected: Jan 31 the five signups without trial, 1000 * 4 + 20000 (the annual);
     # Feb 10 the upgrade's proration, 1286 - 643 = 643; Feb 12 the doubler's Pro 2000;
     # Feb 14 the converted trial 2000; Feb 28 the renewals of the upgrader (now Basic),
@@ -595,7 +637,16 @@ def test_a_churn_recorded_late_is_still_a_churn_on_its_own_day(
     assert mar_2.movements == Movements(0, 0, 0, 0, 2000)
     assert mar_2.reactivated_customers == 1
     february = stats.figures(db, "EUR", day(2, 1), day(2, 28))
+    # The cohort is the customer alone (1000 on Jan 31), at 0 by the end of Feb 28.
+    assert february.cohort == stats.Cohort(1, 1000, 0, 1000, 1)
     assert february.customer_churn_rate == 1  # 1 churned of 1 paying at the start
+    assert february.revenue_churn_rate == 1  # 1000 lost of 1000
+    assert february.net_revenue_retention == 0
+    # To Mar 2 they are back, at 2000: no longer churned, and 200% retained.
+    to_mar_2 = stats.figures(db, "EUR", day(2, 1), day(3, 2))
+    assert to_mar_2.cohort == stats.Cohort(1, 1000, 2000, 0, 0)
+    assert to_mar_2.customer_churn_rate == 0
+    assert to_mar_2.net_revenue_retention == 2  # 2000 / 1000
 
 
 def test_a_free_signup_still_extends_the_daily_series_to_its_day(
@@ -718,6 +769,7 @@ def test_the_mrr_bridge_balances_on_every_day_of_the_demo(demo: Projector, ledge
             single = stats.figures(db, currency, d, d)
             assert (single.mrr_at_start, single.mrr) == (previous, mrr), (currency, d)
             assert single.movements == movements, (currency, d)
+            assert single.cohort.mrr_at_start == single.mrr_at_start, (currency, d)
             assert single.mrr - single.mrr_at_start == (
                 single.movements.new
                 + single.movements.expansion
