@@ -55,7 +55,9 @@ def chromium_binary() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+# Package scope: playwright's sync API keeps an event loop running in this thread while
+# open, and the tests run after these (asyncio.run) must not find one.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     executable = chromium_binary()
     with sync_playwright() as playwright:
