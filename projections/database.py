@@ -124,30 +124,44 @@ class PostgresDatabase:
     backend = "postgresql"
 
     def __init__(self, schema: str = "", **connect_kwargs: Any) -> None:
+        self._schema = schema
+        self._connect_kwargs = connect_kwargs
+        self._conn = self._connect()
+
+    def _connect(self) -> psycopg.Connection[Row]:
         # A raw cursor sends $n placeholders as they are, and no statement is prepared:
         # each batch's statements differ in length, so preparing them would only cost.
-        self._conn: psycopg.Connection[Row] = psycopg.connect(
-            **connect_kwargs,
+        conn: psycopg.Connection[Row] = psycopg.connect(
+            **self._connect_kwargs,
             autocommit=True,
             cursor_factory=psycopg.RawCursor,
             prepare_threshold=None,
         )
-        if schema:
-            self._conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        if self._schema:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self._schema)))
         # Instants come back in the session's zone: UTC, as everything in the ledger.
-        self._conn.execute("SET TIME ZONE 'UTC'")
+        conn.execute("SET TIME ZONE 'UTC'")
+        return conn
+
+    def _live(self) -> psycopg.Connection[Row]:
+        """The connection, opened again if it was lost (the server restarted): the work
+        that failed on it fails once, and the next (a node's next tick) finds a new one."""
+        if self._conn.broken:
+            self._conn = self._connect()
+        return self._conn
 
     @contextmanager
     def transaction(self, exclusive: bool = False) -> Iterator[Transaction]:
-        with self._conn.transaction():
-            tx = _PostgresTransaction(self._conn)
+        conn = self._live()
+        with conn.transaction():
+            tx = _PostgresTransaction(conn)
             if exclusive:
                 # Even CREATE TABLE IF NOT EXISTS fails when two sessions run it at once.
                 tx.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
             yield tx
 
     def query(self, statement: str, params: Params = ()) -> list[Row]:
-        return _PostgresTransaction(self._conn).query(statement, params)
+        return _PostgresTransaction(self._live()).query(statement, params)
 
     def close(self) -> None:
         self._conn.close()

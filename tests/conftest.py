@@ -22,6 +22,17 @@ from commands.streams import Streams
 from ledger.application import Ledger
 from ledger.clock import SimulatedClock
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Here, not in tests/reliability/conftest.py: plain `pytest --scale 5` must know it.
+    parser.addoption(
+        "--scale",
+        type=int,
+        default=1,
+        help="multiplies the sizes of the reliability tests (default 1)",
+    )
+
+
 POSTGRES_URL = os.environ.get(
     "SUBLEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
