@@ -55,5 +55,16 @@ class CrashingWorker:
     def stop(self) -> None:
         """SIGTERM, which a worker answers by finishing its batch and exiting cleanly."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            assert self.process.wait(60) == 0
+            assert terminated(self.process) == 0
+
+
+def terminated(process: subprocess.Popen[bytes], seconds: float = 60) -> int:
+    """Its exit code after SIGTERM; killed if it is still running after ``seconds``,
+    so that no process is left behind on a shared machine."""
+    process.terminate()
+    try:
+        return process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise

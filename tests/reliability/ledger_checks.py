@@ -1,6 +1,6 @@
 """What a ledger holds, read for comparison with another: each aggregate's event history,
-the commands in the order their records were stored, a serial replay of those commands,
-and the rows of every projection table."""
+the commands in the order their records were stored, and a serial replay of those
+commands."""
 
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ from commands.wire import Reply
 from ledger.application import Ledger
 from ledger.clock import Clock
 from ledger.idempotency import CommandRecord
-from projections import all_projections
-from projections.database import Database
 
 PAGE = 10_000
 RECORD_TOPICS = [get_topic(CommandRecord.Handled), get_topic(CommandRecord.Rejected)]
@@ -62,12 +60,3 @@ def replay(
 def outcome(reply: Reply) -> tuple[str, str | None]:
     """What a reply says happened: accepted, or rejected with which code."""
     return reply.status, reply.error.code if reply.error else None
-
-
-def projection_rows(database: Database) -> dict[str, list[str]]:
-    """Every projection table's rows (as text, sorted: row order means nothing)."""
-    return {
-        table: sorted(repr(row) for row in database.query(f"SELECT * FROM {table}"))
-        for projection in all_projections()
-        for table in projection.tables
-    }

@@ -74,9 +74,13 @@ class PrivateRedis:
         _wait_until(self._answers, f"redis-server on port {self.port}")
 
     def _answers(self) -> bool:
+        """Whether our process answers on the port (not another one that took it)."""
+        assert self._process is not None
+        if self._process.poll() is not None:
+            raise RuntimeError(f"redis-server exited; see {self.folder / 'redis.log'}")
         try:
             with redis.Redis.from_url(self.url, socket_timeout=1) as client:
-                return bool(client.ping())
+                return bool(client.info("server")["process_id"] == self._process.pid)
         except redis.RedisError:  # not listening yet, or still loading its file
             return False
 
