@@ -48,7 +48,19 @@ def handle(command: Command, ledger: Ledger, clock: Clock) -> dict[str, Any]:
 
     A refusal by a business rule is recorded too, and raised again for the same id; a
     reference to something that does not exist (yet) is not, so a retry can succeed.
+
+    Handled as a batch of one, as the bus does: what it reads (its record included) is
+    loaded in one query, not two per aggregate, and a conflict falls back to
+    ``_handle_alone``.
     """
+    (answer,) = handle_batch([command], ledger, clock)
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+
+
+def _handle_alone(command: Command, ledger: Ledger, clock: Clock) -> dict[str, Any]:
+    """``handle`` without the stage: tried again on fresh state while it conflicts."""
     if (query := QUERIES.get(type(command))) is not None:
         return query(command, ledger, clock.now())
     command_type, digest = _identity(command)
@@ -130,7 +142,8 @@ def _staged_answer(
         record = CommandRecord.handled(
             command.command_id, command_type, digest, outcome.result, now
         )
-        stage.add(record, *outcome.changed)
+        stage.lead(record)
+        stage.add(*outcome.changed)
         stage.keep()
         records[command.command_id] = record
         return _revealed(command, outcome.result)
@@ -153,7 +166,7 @@ def _staged_answer(
 
 def _answer(command: Command, ledger: Ledger, clock: Clock) -> Answer:
     try:
-        return handle(command, ledger, clock)
+        return _handle_alone(command, ledger, clock)
     except UNREACHABLE:
         raise
     except Exception as error:  # as in a batch: a refusal, or no answer yet

@@ -112,27 +112,29 @@ class PostgresKeyStore:
                 )
             )
 
+    # One statement each, on the pool's autocommit connection: atomic on its own, and one
+    # round trip where BEGIN, the statement and COMMIT (or ROLLBACK) were three.
     def wrapped(self, customer_ids: Collection[UUID]) -> dict[UUID, bytes | None]:
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute(
+        with self.datastore.get_connection() as conn:
+            rows = conn.execute(
                 self._sql(
                     "SELECT customer_id, wrapped_key FROM {table} WHERE customer_id = ANY(%s)"
                 ),
                 (list(customer_ids),),
-            )
-            return {row["customer_id"]: _bytes(row["wrapped_key"]) for row in curs.fetchall()}
+            ).fetchall()
+        return {row["customer_id"]: _bytes(row["wrapped_key"]) for row in rows}
 
     def add(self, keys: Mapping[UUID, bytes]) -> set[UUID]:
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(
+        with self.datastore.get_connection() as conn:
+            rows = conn.execute(
                 self._sql(
                     "INSERT INTO {table} (customer_id, wrapped_key) "
                     "SELECT * FROM unnest(%s::uuid[], %s::bytea[]) "
                     "ON CONFLICT (customer_id) DO NOTHING RETURNING customer_id"
                 ),
                 (list(keys), list(keys.values())),
-            )
-            return {row["customer_id"] for row in curs.fetchall()}
+            ).fetchall()
+        return {row["customer_id"] for row in rows}
 
     def destroy(self, customer_id: UUID, at: datetime) -> None:
         with self.datastore.transaction(commit=True) as curs:

@@ -4,8 +4,9 @@ eventsourcing's recorder serialises writers with ``LOCK TABLE ... IN EXCLUSIVE M
 (commit order equals notification order, so projections never skip an event) and
 NOTIFYs listeners. It sends each statement through a pipeline and inserts through an
 array of composite values. This one keeps the lock, the lock timeout and the NOTIFY,
-sends them with the read of the newest row's chain hash as one simple query, then one
-INSERT ... RETURNING: per command (or batch of commands), two round trips and a commit.
+sends them after BEGIN and before the read of the newest row's chain hash as one simple
+query, then one INSERT ... RETURNING, then COMMIT: per command (or batch of commands),
+three round trips.
 Each row also stores its account and its link in the audit chain (``ledger.chain``),
 computed under the lock, so that concurrent writers make one chain. A command's few rows
 go as prepared VALUES (the fastest for a handful); more, as one prepared statement over
@@ -13,10 +14,10 @@ six arrays (unnest), which psycopg need not parse anew for each size. Errors are
 translated by the datastore as before (a duplicate key is ``IntegrityError``: the
 optimistic-concurrency signal).
 
-It also reads many aggregates' events (and snapshots) in one query, which the library's
-recorder can only do one aggregate at a time: the billing clock and the payment
-processor load hundreds of aggregates per batch; and the chain and an account's events,
-for the audit.
+It also reads many aggregates' snapshots and events in one query, which the library's
+recorder does in two per aggregate: the billing clock and the payment processor load
+hundreds of aggregates per batch, and a command loads what it names in one round trip;
+and the chain and an account's events, for the audit.
 
 A table made before the chain existed gets its two columns when the recorder starts,
 once, under an ACCESS EXCLUSIVE lock (a second process starting together waits, then
@@ -27,10 +28,12 @@ encrypted).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
@@ -64,8 +67,9 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
         )
         notify = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
         head = SQL("SELECT chain_hash FROM {0} ORDER BY notification_id DESC LIMIT 1")
+        # BEGIN goes with the rest: psycopg's transaction() would send it on its own.
         self._preamble = SQL("; ").join(
-            [*self.lock_table_statements, notify, head.format(self._table)]
+            [SQL("BEGIN"), *self.lock_table_statements, notify, head.format(self._table)]
         )
         self._insert_prefix = SQL(
             "INSERT INTO {0} (originator_id, originator_version, topic, state, account_id, "
@@ -175,45 +179,49 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
             raise ProgrammingError("an application recorder does not record tracking")
         if not stored_events:
             return []
-        with (
-            self.datastore.get_connection() as conn,
-            conn.transaction(),
-            conn.cursor() as curs,
-        ):
-            curs.execute(self._preamble)
-            while curs.nextset():  # to the last statement's result: the newest row's hash
-                pass
-            head = curs.fetchone()
-            previous = head["chain_hash"] if head and head["chain_hash"] else GENESIS
-            statement, params = self._insert(stored_events, previous)
-            curs.execute(statement, params, prepare=True)
-            return [row["notification_id"] for row in curs.fetchall()]
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            try:
+                curs.execute(self._preamble)
+                while curs.nextset():  # to the last statement's result: the newest row's hash
+                    pass
+                head = curs.fetchone()
+                previous = head["chain_hash"] if head and head["chain_hash"] else GENESIS
+                statement, params = self._insert(stored_events, previous)
+                curs.execute(statement, params, prepare=True)
+                ids = [row["notification_id"] for row in curs.fetchall()]
+                conn.commit()
+            except BaseException:
+                # The transaction began in the preamble: end it before the connection goes
+                # back to the pool (on a broken connection, the pool discards it).
+                with contextlib.suppress(psycopg.Error):
+                    conn.rollback()
+                raise
+            return ids
 
-    def select_latest(self, table: str, ids: Sequence[UUID]) -> list[StoredEvent]:
-        """The newest row of each of ``ids`` in ``table`` (a snapshots table), in one query."""
-        statement = SQL(
-            "SELECT DISTINCT ON (originator_id) originator_id, originator_version, topic, state "
-            "FROM {0}.{1} WHERE originator_id = ANY(%s) "
-            "ORDER BY originator_id, originator_version DESC"
-        ).format(Identifier(self.datastore.schema), Identifier(table))
-        rows: list[StoredEvent] = self._select(statement, (list(ids),))
-        return rows
-
-    def select_events_after(self, after: Mapping[UUID, int]) -> list[StoredEvent]:
-        """The events of many aggregates, each after a version, in one query, ordered by
-        aggregate then version (what loading a batch of aggregates needs).
+    def select_current(self, snapshots: str, ids: Sequence[UUID]) -> list[StoredEvent]:
+        """What loading each of ``ids`` needs, in one query: its newest snapshot in the
+        table ``snapshots`` if it has one, then its events after it, by version; the
+        aggregates one after another (what loading a batch of aggregates needs).
 
         A lateral index look-up per aggregate: as a join, the planner scans the whole
         table whenever its statistics are stale (a new schema, a burst of inserts)."""
         statement = SQL(
-            "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-            "FROM unnest(%s::uuid[], %s::bigint[]) AS a(id, version) "
+            "WITH a AS (SELECT DISTINCT id FROM unnest(%s::uuid[]) AS a(id)), "
+            "s AS (SELECT DISTINCT ON (originator_id) originator_id, originator_version, "
+            "topic, state FROM {0}.{1} WHERE originator_id IN (SELECT id FROM a) "
+            "ORDER BY originator_id, originator_version DESC) "
+            "SELECT true AS snapshot, * FROM s UNION ALL "
+            "SELECT false, e.* FROM a LEFT JOIN s ON s.originator_id = a.id "
             "CROSS JOIN LATERAL (SELECT originator_id, originator_version, topic, state "
-            "FROM {0}.{1} WHERE originator_id = a.id AND originator_version > a.version "
-            "ORDER BY originator_version) e "
-            "ORDER BY e.originator_id, e.originator_version"
-        ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
-        rows: list[StoredEvent] = self._select(statement, (list(after), list(after.values())))
+            "FROM {0}.{2} WHERE originator_id = a.id "
+            "AND originator_version > coalesce(s.originator_version, 0)) e "
+            "ORDER BY originator_id, snapshot DESC, originator_version"
+        ).format(
+            Identifier(self.datastore.schema),
+            Identifier(snapshots),
+            Identifier(self.events_table_name),
+        )
+        rows: list[StoredEvent] = self._select(statement, (list(ids),))
         return rows
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)

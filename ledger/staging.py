@@ -55,6 +55,12 @@ class Stage:
                 self._scope[aggregate.id] = 0
             self._scope.setdefault(aggregate.id, len(aggregate.pending_events))
 
+    def lead(self, aggregate: Aggregate) -> None:
+        """An aggregate the command in hand created whose events go before the others'
+        (its command record: as a command saved on its own stores it)."""
+        self._current[aggregate.id] = aggregate
+        self._scope = {aggregate.id: 0, **self._scope}
+
     def keep(self) -> None:
         """The command in hand succeeded: its events join the batch's."""
         for aggregate_id, before in self._scope.items():

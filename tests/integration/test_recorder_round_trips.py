@@ -1,0 +1,79 @@
+"""The recorder's shortcuts (BEGIN sent with the lock, aggregates loaded in one query)
+keep what the library's way guaranteed: a failed save leaves no transaction open on the
+pooled connection, and a load sees snapshots and the events after them."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import pytest
+from eventsourcing.persistence import IntegrityError
+from psycopg.pq import TransactionStatus
+
+from commands.bootstrap import bootstrap
+from ledger.customers import Customer, PaymentMethod
+from ledger.postgres_recorder import LeanPostgresApplicationRecorder
+
+pytestmark = pytest.mark.postgres
+AT = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def test_a_conflicting_save_ends_its_transaction_before_the_connection_is_reused(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with bootstrap(postgres_url) as ledger:
+        ann = Customer.register(uuid4(), "ann@example.com", "Ann", "EUR", AT)
+        ledger.save(ann)
+        stale = ledger.customer(ann.id)
+        ann.change_contact("ann@example.org", "Ann", AT)
+        ledger.save(ann)
+        stale.change_contact("ann@example.net", "Ann", AT)
+        with caplog.at_level(logging.WARNING, logger="psycopg.pool"), pytest.raises(IntegrityError):
+            ledger.save(stale)
+
+        # The pool did not have to roll it back (it warns when it does).
+        assert [r.message for r in caplog.records if "rolling back" in r.message] == []
+        assert isinstance(ledger.recorder, LeanPostgresApplicationRecorder)
+        with ledger.recorder.datastore.get_connection() as conn:
+            assert conn.pgconn.transaction_status == TransactionStatus.IDLE
+        bo = Customer.register(uuid4(), "bo@example.com", "Bo", "EUR", AT)
+        (recording,) = ledger.save(bo)
+        assert recording.notification.id == ledger.recorder.max_notification_id()
+        assert ledger.customer(ann.id).email == "ann@example.org"
+
+
+def test_many_aggregates_load_in_one_go_from_their_snapshots_and_later_events(
+    postgres_url: str,
+) -> None:
+    with bootstrap(postgres_url) as ledger:
+        # Snapshots every 50 events: one customer past a snapshot, one short of any.
+        old = Customer.register(uuid4(), "old@example.com", "Old", "EUR", AT)
+        for n in range(52):
+            card = PaymentMethod(f"pm_{n}", "sandbox", f"tok_{n}", "visa", "4242", 12, 2030)
+            old.add_payment_method(card, True, AT)
+        new = Customer.register(uuid4(), "new@example.com", "New", "EUR", AT)
+        ledger.save(old, new)
+        assert ledger.snapshots is not None
+        assert [s.originator_version for s in ledger.snapshots.get(old.id)] == [50]
+
+        assert isinstance(ledger.recorder, LeanPostgresApplicationRecorder)
+        rows = ledger.recorder.select_current("ledger_snapshots", [new.id, old.id])
+        # Each aggregate's rows together: its snapshot first, then only the events after it.
+        assert [(r.originator_id, r.originator_version) for r in rows] == sorted(
+            [(new.id, 1), (old.id, 50), (old.id, 51), (old.id, 52), (old.id, 53)]
+        )
+        assert rows[[r.originator_id for r in rows].index(old.id)].topic.endswith("Snapshot")
+
+        loaded = ledger.load_many([old.id, new.id, uuid4(), old.id])
+
+        assert set(loaded) == {old.id, new.id}
+        again, fresh = loaded[old.id], loaded[new.id]
+        assert isinstance(again, Customer)
+        assert isinstance(fresh, Customer)
+        assert again.version == old.version == 53
+        assert sorted(again.payment_methods) == sorted(old.payment_methods)
+        assert len(again.payment_methods) == 52
+        assert (fresh.version, fresh.email) == (1, "new@example.com")
+        assert ledger.load_many([]) == {}
