@@ -34,8 +34,10 @@ services:
 browser:
 	@bash scripts/ensure-chromium.sh
 
+# Every benchmark, then `bench scale` (1,000,000 events): bench/results.md gets the figures,
+# their ratios to raw psycopg, the targets and the machine.
 bench: $(STAMP) services
-	$(BIN)/python -m bench all
+	$(BIN)/python -m bench all --markdown bench/results.md
 
 clean:
 	rm -rf $(VENV) .subledger .mypy_cache .ruff_cache .pytest_cache test-artifacts

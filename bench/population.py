@@ -464,10 +464,15 @@ def _save(ledger: Ledger, cohort: _Cohort) -> int:
 
 
 def populate(
-    ledger: Ledger, events: int, seed: int = 7, log: Callable[[str], None] = ignore
+    ledger: Ledger,
+    events: int,
+    seed: int = 7,
+    log: Callable[[str], None] = ignore,
+    progress: Callable[[int], None] | None = None,
 ) -> Counter[str]:
     """Stores at least ``events`` events; returns the stored events counted by type
-    ("Subscription.Renewed", ...). The ledger must be empty.
+    ("Subscription.Renewed", ...). The ledger must be empty. ``progress`` is told how many
+    events are stored after each cohort's save.
 
     A few percent more are stored than asked: every customer planned for the year is
     simulated to its end (see ``EVENTS_PER_CUSTOMER``)."""
@@ -491,6 +496,8 @@ def populate(
                     offset = math.floor(span * (k + population.rng.random()) / planned)
                     population.live(opens + _seconds(offset), horizon)
                 stored += _save(ledger, population.cohort())
+                if progress is not None:
+                    progress(stored)
                 if stored - logged >= LOG_EVERY:
                     logged = stored
                     log(

@@ -23,25 +23,19 @@ kept between them).
 from __future__ import annotations
 
 import json
-import os
 from time import perf_counter
 
 import psycopg
 from psycopg import sql
 
 from bench import Options, register, scratch_schema
+from bench.memory import resident_megabytes
 from bench.population import populate
 from bench.report import Rate, Sample
 from commands.bootstrap import bootstrap, projector
 
 MIN_EVENTS = 200_000
 FETCH = 10_000
-_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
-
-
-def resident_megabytes() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * _PAGE_BYTES / 2**20
 
 
 @register("rebuild", "rebuild every projection from >= 200,000 stored events", "events")
