@@ -7,8 +7,8 @@ save, under ``LOCK TABLE ledger_events IN EXCLUSIVE MODE``). ``--count`` command
 timed phases:
 
 1. half are RegisterCustomer: one read (its command record and customer: neither
-   exists), the customer's personal data key stored (one statement, committed), then 2
-   rows written (CommandRecord.Handled and Customer.Registered) in one transaction;
+   exists), one read of the customer's personal data key (none), then the new key and 2
+   rows (CommandRecord.Handled and Customer.Registered) written in one transaction;
 2. half are StartSubscription, one per customer of phase 1: reads its record, the
    customer and the plan (their snapshots and events in one query, ``Ledger.load_many``),
    then writes 2 rows (CommandRecord.Handled and Subscription.Started).

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from typing import Any, TypeVar, cast
 from uuid import UUID
@@ -35,6 +35,7 @@ from ledger.invoices import Invoice
 from ledger.key_store import key_store_for
 from ledger.personal_data import SEALED_EVENTS, PersonalData, PersonalDataMapper, master_key
 from ledger.postgres_recorder import LeanPostgresApplicationRecorder
+from ledger.sqlite_recorder import ChainedSQLiteApplicationRecorder
 from ledger.staging import Stage
 from ledger.subscriptions import Subscription
 from ledger.transcodings import register_ledger_transcodings
@@ -141,13 +142,24 @@ class Ledger(Application[UUID]):
 
     def _record(self, processing: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
         if self.personal_data is not None:
-            # New customers' keys made in one go, not one insert each.
+            # The customers' keys read, or made, in one go, not one query each.
+            sealed = [e for e in processing.events if isinstance(e, SEALED_EVENTS)]
             self.personal_data.prepare(
-                e.originator_id for e in processing.events if isinstance(e, SEALED_EVENTS)
+                (e.originator_id for e in sealed),
+                new=(e.originator_id for e in sealed if isinstance(e, Customer.Registered)),
             )
-        # The recorders store each event's account (see ledger.accounts).
-        with recording(processing.aggregates.values()):
+        # The recorders store each event's account (see ledger.accounts), and new
+        # customers' keys in the events' transaction.
+        with recording(processing.aggregates.values()), self._keys_with_events():
             return super()._record(processing)
+
+    def _keys_with_events(self) -> AbstractContextManager[None]:
+        """Around a save: its recorder stores the new personal data keys it seals with,
+        where it can (elsewhere, sealing stores them first, each on its own)."""
+        recorders = LeanPostgresApplicationRecorder | ChainedSQLiteApplicationRecorder
+        if self.personal_data is None or not isinstance(self.recorder, recorders):
+            return nullcontext()
+        return self.personal_data.saving()
 
     def save(
         self,

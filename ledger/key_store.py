@@ -9,6 +9,10 @@ key is ever made again for an erased customer. One row, under the nil UUID, hold
 value sealed by the master key the store was first opened with: any other master key is
 refused at start, even before the first customer (two keys would split the store). The
 table is outside the audit chain on purpose: destroying a key changes no stored event.
+
+A new customer's key is added by the recorder, in the transaction of the events sealed
+with it (``add_in``, see ``ledger.personal_data.keys_to_store``); the check row and the
+destruction of a key have their own.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import ApplicationRecorder
+from eventsourcing.persistence import ApplicationRecorder, IntegrityError
 from eventsourcing.postgres import PostgresDatastore
-from eventsourcing.sqlite import SQLiteDatastore
+from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore
+from psycopg import Cursor
+from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
 from ledger.personal_data import CHECK_ROW, KeyStore
@@ -29,6 +35,13 @@ TABLE = "personal_keys"
 # Serialises the PostgreSQL table's creation: CREATE TABLE IF NOT EXISTS run by two
 # sessions at once fails on the second (a duplicate row type).
 SETUP_LOCK = 0x7375626B6579  # "subkey"
+# Adding a key a row holds already counts as stored (two saves of one process may carry
+# the same pending key), unlike another key or a destroyed one (NULL equals nothing).
+# The table is named t.
+_ADD_TAIL = (
+    " ON CONFLICT (customer_id) DO UPDATE SET wrapped_key = excluded.wrapped_key "
+    "WHERE t.wrapped_key = excluded.wrapped_key RETURNING customer_id"
+)
 
 
 class SQLiteKeyStore:
@@ -58,16 +71,19 @@ class SQLiteKeyStore:
         return found
 
     def add(self, keys: Mapping[UUID, bytes]) -> set[UUID]:
-        stored = set()
         with self.datastore.transaction(commit=True) as curs:
-            for customer_id, wrapped in keys.items():
-                curs.execute(
-                    f"INSERT INTO {TABLE} (customer_id, wrapped_key) VALUES (?, ?) "
-                    "ON CONFLICT (customer_id) DO NOTHING RETURNING customer_id",
-                    (str(customer_id), wrapped),
-                )
-                if curs.fetchone() is not None:
-                    stored.add(customer_id)
+            return self.add_in(curs, keys)
+
+    @staticmethod
+    def add_in(curs: SQLiteCursor, keys: Mapping[UUID, bytes]) -> set[UUID]:
+        """``add`` within the transaction of ``curs``."""
+        stored = set()
+        insert = f"INSERT INTO {TABLE} AS t (customer_id, wrapped_key) VALUES (?, ?)"
+        insert += _ADD_TAIL
+        for customer_id, wrapped in keys.items():
+            curs.execute(insert, (str(customer_id), wrapped))
+            if curs.fetchone() is not None:
+                stored.add(customer_id)
         return stored
 
     def destroy(self, customer_id: UUID, at: datetime) -> None:
@@ -125,15 +141,16 @@ class PostgresKeyStore:
         return {row["customer_id"]: _bytes(row["wrapped_key"]) for row in rows}
 
     def add(self, keys: Mapping[UUID, bytes]) -> set[UUID]:
-        with self.datastore.get_connection() as conn:
-            rows = conn.execute(
-                self._sql(
-                    "INSERT INTO {table} (customer_id, wrapped_key) "
-                    "SELECT * FROM unnest(%s::uuid[], %s::bytea[]) "
-                    "ON CONFLICT (customer_id) DO NOTHING RETURNING customer_id"
-                ),
-                (list(keys), list(keys.values())),
-            ).fetchall()
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            return self.add_in(curs, keys)
+
+    def add_in(self, curs: Cursor[DictRow], keys: Mapping[UUID, bytes]) -> set[UUID]:
+        """``add`` within the transaction of ``curs`` (with none, on its own)."""
+        insert = self._sql(
+            "INSERT INTO {table} AS t (customer_id, wrapped_key) "
+            "SELECT * FROM unnest(%s::uuid[], %s::bytea[])" + _ADD_TAIL
+        )
+        rows = curs.execute(insert, (list(keys), list(keys.values())), prepare=True).fetchall()
         return {row["customer_id"] for row in rows}
 
     def destroy(self, customer_id: UUID, at: datetime) -> None:
@@ -178,10 +195,7 @@ class MemoryKeyStore:
         return {i: self.rows[i] for i in customer_ids if i in self.rows}
 
     def add(self, keys: Mapping[UUID, bytes]) -> set[UUID]:
-        stored = {i for i in keys if i not in self.rows}
-        for customer_id in stored:
-            self.rows[customer_id] = keys[customer_id]
-        return stored
+        return {i for i, wrapped in keys.items() if self.rows.setdefault(i, wrapped) == wrapped}
 
     def destroy(self, customer_id: UUID, at: datetime) -> None:
         self.rows[customer_id] = None
@@ -190,6 +204,13 @@ class MemoryKeyStore:
         found = self.rows.setdefault(CHECK_ROW, candidate)
         assert found is not None
         return found
+
+
+def refuse_conflicts(keys: Mapping[UUID, bytes], stored: set[UUID]) -> None:
+    """Fails a save whose events were sealed with ``keys`` if some were not stored (its
+    customer's row holds another key, or none): the save is tried again on fresh state."""
+    if refused := [str(i) for i in keys if i not in stored]:
+        raise IntegrityError(f"another personal data key is stored for {', '.join(refused)}")
 
 
 def _bytes(value: Any) -> bytes | None:

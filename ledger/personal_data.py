@@ -16,6 +16,14 @@ random, and kept in the store wrapped (AES-GCM) by the master key, which comes f
 settings and never from the database (see ``ledger.key_store`` for where the wrapped keys
 live).
 
+A new customer's key is stored in the same transaction as the first events sealed with it
+(the recorders store what ``keys_to_store`` gives them while ``PersonalData.saving``):
+no event is ever stored sealed with a key that is not, and a save that fails stores
+neither. Until then the key is pending: every save sealing with it carries it, and a
+save that fails drops it, so that the next use reads the store again (another process
+may have stored the customer's key meanwhile; the save then fails with ``IntegrityError``
+and is tried again on fresh state, like any conflict).
+
 Opened keys are kept in memory for ``KEY_TTL`` seconds: a process that opened a key
 shortly before another process erased its customer can still read their data until its
 copy runs out; the process that erases drops its own copy at once.
@@ -26,14 +34,16 @@ from __future__ import annotations
 import binascii
 import time
 from base64 import b64decode, b64encode
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 from eventsourcing.cryptography import AESCipher
 from eventsourcing.domain import Snapshot
-from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent
 from eventsourcing.utils import Environment, get_topic
 
 from ledger.customers import ERASED, Customer
@@ -53,6 +63,16 @@ CHECK_ROW = UUID(int=0)
 CHECK_PLAINTEXT = b"subledger personal data master key"
 KEYS_KEPT = 100_000
 DATA_KEY_BYTES = 32
+# The wrapped keys the save under way in this thread or task must store with its events
+# (see ``PersonalData.saving``), by customer.
+_carried: ContextVar[dict[UUID, bytes] | None] = ContextVar("carried_keys", default=None)
+
+
+def keys_to_store() -> Mapping[UUID, bytes]:
+    """The wrapped keys that the events being recorded were sealed with and that may not
+    be stored yet: the recorder stores them in the events' transaction, and fails the
+    save (``IntegrityError``) if a customer's row holds another key."""
+    return _carried.get() or {}
 
 
 class PersonalDataKeyMismatch(RuntimeError):
@@ -77,7 +97,7 @@ class KeyStore(Protocol):
 
     def add(self, keys: Mapping[UUID, bytes]) -> set[UUID]:
         """Stores these wrapped keys, leaving a customer's existing row as it is; returns
-        the customers whose key was stored."""
+        the customers whose row holds the key given (stored now or before)."""
 
     def destroy(self, customer_id: UUID, at: datetime) -> None:
         """Destroys the customer's key for good (a row with no key, made if missing)."""
@@ -104,6 +124,14 @@ def aes(key: bytes) -> AESCipher:
     return AESCipher(Environment(env={AESCipher.CIPHER_KEY: b64encode(key).decode()}))
 
 
+class _Kept(NamedTuple):
+    """A customer's key as kept in memory."""
+
+    until: float  # the moment it runs out
+    cipher: AESCipher | None  # None: the key was destroyed
+    pending: bytes | None  # the wrapped key, made here, while not known to be stored
+
+
 class PersonalData:
     """Seals and opens personal data with each customer's key, made on first use."""
 
@@ -118,8 +146,9 @@ class PersonalData:
         self.keys = keys
         self._ttl = ttl
         self._monotonic = monotonic
-        # customer -> (moment it runs out, the cipher; None: the key was destroyed)
-        self._opened: dict[UUID, tuple[float, AESCipher | None]] = {}
+        # One entry per customer: a seal reads its cipher and its pending key together,
+        # while other threads confirm, drop or replace it.
+        self._opened: dict[UUID, _Kept] = {}
 
     def check(self) -> None:
         """Raises ``PersonalDataKeyMismatch`` unless the master key is the one the store
@@ -131,17 +160,19 @@ class PersonalData:
     def seal(self, customer_id: UUID, value: str) -> str:
         """``value`` sealed with the customer's key; for an erased customer, ``ERASED``
         (personal data given after the erasure is not kept)."""
-        cipher = self._cipher(customer_id, make=True)
-        if cipher is None:
+        kept = self._kept(customer_id, make=True)
+        if kept.cipher is None:
             return ERASED
-        return PREFIX + b64encode(cipher.encrypt(value.encode())).decode()
+        if kept.pending is not None:
+            self._carry(customer_id, kept.pending)
+        return PREFIX + b64encode(kept.cipher.encrypt(value.encode())).decode()
 
     def open(self, customer_id: UUID, value: str) -> str:
         """A sealed value in plain text, ``ERASED`` if its key was destroyed; a value that
         is not sealed (stored before sealing existed) as it is."""
         if not value.startswith(PREFIX):
             return value
-        cipher = self._cipher(customer_id, make=False)
+        cipher = self._kept(customer_id, make=False).cipher
         if cipher is None:
             return ERASED
         try:
@@ -149,20 +180,38 @@ class PersonalData:
         except (ValueError, binascii.Error) as error:
             raise ValueError(f"sealed personal data of customer {customer_id}: {error}") from None
 
-    def prepare(self, customer_ids: Iterable[UUID]) -> None:
-        """Opens (or makes) the keys of ``customer_ids`` in a few queries, rather than one
-        query per customer as they are met."""
+    def prepare(self, customer_ids: Iterable[UUID], new: Iterable[UUID] = ()) -> None:
+        """Opens the keys of ``customer_ids`` in one query, rather than one query per
+        customer as they are met; makes those missing, pending. Customers ``new`` (being
+        registered) have none, unless met here before (a failed save): no query for them;
+        if another process stored one meanwhile, the save fails and its retry reads it."""
         wanted = self._not_opened(customer_ids)
         if not wanted:
             return
-        made = {i: self._master.encrypt(AESCipher.random_bytes(DATA_KEY_BYTES)) for i in wanted}
-        # Stored first (one query for new customers, the usual case); a customer who has a
-        # row already (or whose row another process just made) keeps it, read back.
-        stored = self.keys.add(made)
-        found: dict[UUID, bytes | None] = {i: made[i] for i in stored}
-        if others := [i for i in wanted if i not in stored]:
-            found |= self.keys.wrapped(others)
+        unseen = {i for i in new if i not in self._opened}
+        read = [i for i in wanted if i not in unseen]
+        found = self.keys.wrapped(read) if read else {}
         self._keep(found)
+        for customer_id in wanted:
+            if customer_id not in found:
+                self._make(customer_id)
+
+    @contextmanager
+    def saving(self) -> Iterator[None]:
+        """Within the block, in this thread or task, the pending keys that sealing uses go
+        with the save (``keys_to_store``), whose recorder stores them with its events.
+        Once the block ends they are stored; if it fails they are dropped: the next use
+        reads the store again (which holds them if the commit happened after all)."""
+        carried: dict[UUID, bytes] = {}
+        token = _carried.set(carried)
+        try:
+            yield
+        except BaseException:
+            self._drop(carried)
+            raise
+        finally:
+            _carried.reset(token)
+        self._stored(carried)
 
     def prefetch(self, stored: Iterable[StoredEvent]) -> None:
         """Opens, in one query, the keys that decoding ``stored`` will need."""
@@ -176,23 +225,57 @@ class PersonalData:
         if self._not_opened([customer_id]):
             self._keep(self.keys.wrapped([customer_id]))
         kept = self._opened.get(customer_id)
-        return kept is not None and kept[1] is None
+        return kept is not None and kept.cipher is None
 
     def forget(self, customer_id: UUID, at: datetime) -> None:
         """Destroys the customer's key: their sealed data is unreadable from now on."""
         self.keys.destroy(customer_id, at)
-        self._opened[customer_id] = (self._monotonic() + self._ttl, None)
+        self._opened[customer_id] = _Kept(self._monotonic() + self._ttl, None, None)
+
+    def _make(self, customer_id: UUID) -> None:
+        """A new data key for the customer, pending until stored; or the pending one whose
+        memory ran out, which a save under way may be storing."""
+        old = self._opened.get(customer_id)
+        wrapped = old.pending if old is not None else None
+        if wrapped is None:
+            wrapped = self._master.encrypt(AESCipher.random_bytes(DATA_KEY_BYTES))
+        self._opened[customer_id] = _Kept(self._until(), aes(self._unwrap(wrapped)), wrapped)
+
+    def _carry(self, customer_id: UUID, wrapped: bytes) -> None:
+        """A pending key goes with the save under way; with none (an in-memory ledger, a
+        snapshot), it is stored now, before the event sealed with it."""
+        if (carried := _carried.get()) is not None:
+            carried[customer_id] = wrapped
+            return
+        alone = {customer_id: wrapped}
+        if customer_id not in self.keys.add(alone):
+            self._drop(alone)
+            raise IntegrityError(f"customer {customer_id} has another personal data key")
+        self._stored(alone)
+
+    def _stored(self, keys: Mapping[UUID, bytes]) -> None:
+        """These pending keys are stored now."""
+        for customer_id, wrapped in keys.items():
+            if (kept := self._opened.get(customer_id)) is not None and kept.pending == wrapped:
+                self._opened[customer_id] = kept._replace(pending=None)
+
+    def _drop(self, keys: Mapping[UUID, bytes]) -> None:
+        """These pending keys may not be stored (their save failed): forgotten, and their
+        customers no longer new, so that the next use reads the store."""
+        for customer_id, wrapped in keys.items():
+            if (kept := self._opened.get(customer_id)) is not None and kept.pending == wrapped:
+                self._opened[customer_id] = _Kept(0.0, None, None)  # run out already
 
     def _not_opened(self, customer_ids: Iterable[UUID]) -> list[UUID]:
         now = self._monotonic()
         return [
             i
             for i in dict.fromkeys(customer_ids)
-            if (kept := self._opened.get(i)) is None or kept[0] <= now
+            if (kept := self._opened.get(i)) is None or kept.until <= now
         ]
 
-    def _cipher(self, customer_id: UUID, make: bool) -> AESCipher | None:
-        """The customer's cipher, None if their key was destroyed."""
+    def _kept(self, customer_id: UUID, make: bool) -> _Kept:
+        """The customer's key, opened (or made if ``make``) if need be."""
         if self._not_opened([customer_id]):
             if make:
                 self.prepare([customer_id])
@@ -203,15 +286,22 @@ class PersonalData:
             raise PersonalDataKeyMissing(
                 f"customer {customer_id} has sealed personal data but no key in this store"
             )
-        return kept[1]
+        return kept
 
     def _keep(self, found: Mapping[UUID, bytes | None]) -> None:
-        if len(self._opened) > KEYS_KEPT:
-            self._opened.clear()
-        until = self._monotonic() + self._ttl
+        """Keeps the stored rows ``found`` (a key of ours still pending for one of them is
+        no longer: it is stored, or another process stored the customer's)."""
+        until = self._until()
         for customer_id, wrapped in found.items():
             cipher = None if wrapped is None else aes(self._unwrap(wrapped))
-            self._opened[customer_id] = (until, cipher)
+            self._opened[customer_id] = _Kept(until, cipher, None)
+
+    def _until(self) -> float:
+        """When a key kept now runs out; the memory starts again once it holds too many
+        (a save carrying a pending key forgotten so stores it all the same)."""
+        if len(self._opened) > KEYS_KEPT:
+            self._opened.clear()
+        return self._monotonic() + self._ttl
 
     def _unwrap(self, wrapped: bytes) -> bytes:
         try:

@@ -6,7 +6,9 @@ NOTIFYs listeners. It sends each statement through a pipeline and inserts throug
 array of composite values. This one keeps the lock, the lock timeout and the NOTIFY,
 sends them after BEGIN and before the read of the newest row's chain hash as one simple
 query, then one INSERT ... RETURNING, then COMMIT: per command (or batch of commands),
-three round trips.
+three round trips. The personal data keys the events were sealed with and that may not
+be stored yet (a new customer's) are stored in the same transaction, one round trip more
+(see ``ledger.personal_data.keys_to_store``).
 Each row also stores its account and its link in the audit chain (``ledger.chain``),
 computed under the lock, so that concurrent writers make one chain. A command's few rows
 go as prepared VALUES (the fastest for a handful); more, as one prepared statement over
@@ -50,6 +52,8 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from ledger.accounts import account
 from ledger.chain import GENESIS, ChainRow, links
+from ledger.key_store import PostgresKeyStore, refuse_conflicts
+from ledger.personal_data import keys_to_store
 
 # Up to this many rows, a prepared VALUES statement per row count; beyond, unnest.
 MAX_VALUES_ROWS = 32
@@ -81,6 +85,7 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
             "%s::uuid[], %s::bytea[]) RETURNING notification_id"
         )
         self._insert_values: dict[int, Composed] = {}
+        self._keys = PostgresKeyStore(datastore)
         self._chain_columns = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, account_id, "
             "state, chain_hash FROM {0} "
@@ -186,6 +191,8 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
                     pass
                 head = curs.fetchone()
                 previous = head["chain_hash"] if head and head["chain_hash"] else GENESIS
+                if keys := keys_to_store():
+                    refuse_conflicts(keys, self._keys.add_in(curs, keys))
                 statement, params = self._insert(stored_events, previous)
                 curs.execute(statement, params, prepare=True)
                 ids = [row["notification_id"] for row in curs.fetchall()]

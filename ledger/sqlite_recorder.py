@@ -12,6 +12,10 @@ A table made before the chain existed gets its two columns when the recorder sta
 under the same write lock (a second process starting together waits, then finds them):
 the rows stored before are linked in order, their accounts left null (telling them needs
 the application's mapper: states may be compressed or encrypted).
+
+The personal data keys the events were sealed with and that may not be stored yet (a new
+customer's) are stored in the same transaction (see
+``ledger.personal_data.keys_to_store``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from eventsourcing.sqlite import (
 
 from ledger.accounts import account
 from ledger.chain import GENESIS, ChainRow, links
+from ledger.key_store import SQLiteKeyStore, refuse_conflicts
+from ledger.personal_data import keys_to_store
 
 # Rows linked per statement when a table made before the chain is upgraded.
 UPGRADE_PAGE = 5_000
@@ -125,6 +131,8 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **_: Any
     ) -> Sequence[int] | None:
+        if keys := keys_to_store():
+            refuse_conflicts(keys, SQLiteKeyStore.add_in(c, keys))
         c.execute(self._select_head_hash)
         head = c.fetchone()
         previous = head[0] if head and head[0] else GENESIS
