@@ -5,7 +5,12 @@ parsing the command line, and plain ``pytest`` does not load this one that early
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+from commands.bootstrap import bootstrap
+from ledger.application import Ledger
 
 
 @pytest.fixture
@@ -15,3 +20,11 @@ def scale(request: pytest.FixtureRequest) -> int:
     if value < 1:
         raise pytest.UsageError(f"--scale must be at least 1, got {value}")
     return value
+
+
+@pytest.fixture
+def ledger(postgres_url: str) -> Iterator[Ledger]:
+    """On PostgreSQL only, what bus workers run on in production; its tables exist before
+    any worker the test starts."""
+    with bootstrap(postgres_url) as app:
+        yield app

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from typing import Any
 import pytest
 
 from commands.accounts import derived_id
-from commands.bootstrap import bootstrap
 from commands.streams import Streams
 from ledger.application import Ledger
 from tests.integration.bus_driver import Service, worker_process
@@ -108,13 +106,6 @@ def rss_kb(pid: int) -> int:
 class Sample:
     done: float  # the share of the backlog answered
     rss_kb: int
-
-
-@pytest.fixture
-def ledger(postgres_url: str) -> Iterator[Ledger]:
-    """The worker's ledger, seen from the test; its tables exist before the worker starts."""
-    with bootstrap(postgres_url) as app:
-        yield app
 
 
 @pytest.mark.postgres

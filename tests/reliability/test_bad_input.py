@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -374,13 +374,6 @@ def apply(commands: Sequence[s.Command], ledger: Ledger, clock: SimulatedClock) 
     """Applies ``commands`` in one transaction, as a worker's batch; each is accepted."""
     answers = handle_batch(commands, ledger, clock)
     assert not [answer for answer in answers if isinstance(answer, Exception)]
-
-
-@pytest.fixture
-def ledger(postgres_url: str) -> Iterator[Ledger]:
-    """On PostgreSQL only: what a bus worker runs on in production."""
-    with bootstrap(postgres_url) as app:
-        yield app
 
 
 @pytest.mark.postgres
