@@ -12,8 +12,8 @@ projection is rebuilt, untimed. Then, timed, ``PAGES`` times each:
 - raw: one plain psycopg connection runs the statements that page ran (recorded once,
   with their parameters) and fetches every row: no figures, no HTML.
 
-The page's cost must not grow with the ledger: it reads aggregates by day and plan, not
-events (``--verbose`` logs the rows the page's statements returned).
+The page reads aggregates by day and plan, and each customer's MRR changes for the churn
+cohorts, which grow with the customers (``--verbose`` logs the statements' row count).
 """
 
 from __future__ import annotations
