@@ -208,7 +208,7 @@ class Ledger(Application[UUID]):
             # A cast, not an isinstance check: a runtime protocol check costs more than
             # decoding the event.
             event = cast(CanMutateProtocol[Aggregate], decoded)
-            aggregate_id = UUID(str(stored.originator_id))
+            aggregate_id = cast(UUID, stored.originator_id)  # psycopg reads uuid as UUID
             mutated = event.mutate(loaded.get(aggregate_id))
             assert isinstance(mutated, Aggregate)
             loaded[aggregate_id] = mutated

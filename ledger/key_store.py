@@ -27,7 +27,7 @@ from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Identifier
 
 from ledger.personal_data import CHECK_ROW, KeyStore
 
@@ -114,9 +114,15 @@ class PostgresKeyStore:
     def __init__(self, datastore: PostgresDatastore) -> None:
         self.datastore = datastore
         self._table = SQL("{0}.{1}").format(Identifier(datastore.schema), Identifier(TABLE))
+        self._rendered: dict[str, bytes] = {}
 
-    def _sql(self, text: str) -> Composed:
-        return SQL(text).format(table=self._table)
+    def _sql(self, text: str) -> bytes:
+        """The statement on this store's table, rendered once: psycopg renders a Composed
+        on every execute."""
+        statement = self._rendered.get(text)
+        if statement is None:
+            statement = self._rendered[text] = SQL(text).format(table=self._table).as_bytes()
+        return statement
 
     def setup(self) -> None:
         with self.datastore.transaction(commit=True) as curs:
@@ -134,7 +140,8 @@ class PostgresKeyStore:
         with self.datastore.get_connection() as conn:
             rows = conn.execute(
                 self._sql(
-                    "SELECT customer_id, wrapped_key FROM {table} WHERE customer_id = ANY(%s)"
+                    "SELECT customer_id, wrapped_key FROM {table} "
+                    "WHERE customer_id = ANY(%b::uuid[])"
                 ),
                 (list(customer_ids),),
             ).fetchall()
@@ -148,7 +155,7 @@ class PostgresKeyStore:
         """``add`` within the transaction of ``curs`` (with none, on its own)."""
         insert = self._sql(
             "INSERT INTO {table} AS t (customer_id, wrapped_key) "
-            "SELECT * FROM unnest(%s::uuid[], %s::bytea[])" + _ADD_TAIL
+            "SELECT * FROM unnest(%b::uuid[], %b::bytea[])" + _ADD_TAIL
         )
         rows = curs.execute(insert, (list(keys), list(keys.values())), prepare=True).fetchall()
         return {row["customer_id"] for row in rows}

@@ -71,20 +71,30 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
         )
         notify = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
         head = SQL("SELECT chain_hash FROM {0} ORDER BY notification_id DESC LIMIT 1")
-        # BEGIN goes with the rest: psycopg's transaction() would send it on its own.
-        self._preamble = SQL("; ").join(
-            [SQL("BEGIN"), *self.lock_table_statements, notify, head.format(self._table)]
+        # BEGIN goes with the rest: psycopg's transaction() would send it on its own. The
+        # statements run on every save are rendered to bytes once: psycopg renders a
+        # Composed on every execute, a tenth of a command's time.
+        self._preamble = (
+            SQL("; ")
+            .join([SQL("BEGIN"), *self.lock_table_statements, notify, head.format(self._table)])
+            .as_bytes()
         )
         self._insert_prefix = SQL(
             "INSERT INTO {0} (originator_id, originator_version, topic, state, account_id, "
             "chain_hash) "
         ).format(self._table)
-        # Rows come out of unnest in array order, and get their ids in that order.
-        self._insert_arrays = self._insert_prefix + SQL(
-            "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[], "
-            "%s::uuid[], %s::bytea[]) RETURNING notification_id"
-        )
-        self._insert_values: dict[int, Composed] = {}
+        # Rows come out of unnest in array order, and get their ids in that order. Arrays
+        # travel in binary (%b): as text, psycopg quotes each element with regular
+        # expressions, a tenth of a billing run.
+        self._insert_arrays = (
+            self._insert_prefix
+            + SQL(
+                "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[], "
+                "%b::uuid[], %b::bytea[]) RETURNING notification_id"
+            )
+        ).as_bytes()
+        self._insert_values: dict[int, bytes] = {}
+        self._select_current: dict[str, bytes] = {}
         self._keys = PostgresKeyStore(datastore)
         self._chain_columns = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, account_id, "
@@ -136,7 +146,7 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
         )
         update = SQL(
             "UPDATE {0} AS t SET chain_hash = u.chain_hash "
-            "FROM unnest(%s::bigint[], %s::bytea[]) AS u(notification_id, chain_hash) "
+            "FROM unnest(%b::bigint[], %b::bytea[]) AS u(notification_id, chain_hash) "
             "WHERE t.notification_id = u.notification_id"
         ).format(self._table)
         while rows := curs.execute(select, (position, UPGRADE_PAGE)).fetchall():
@@ -147,7 +157,7 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
 
     def _insert(
         self, stored_events: Sequence[StoredEvent], previous: bytes
-    ) -> tuple[Composed, list[Any]]:
+    ) -> tuple[bytes, list[Any]]:
         """The statement inserting ``stored_events`` after the row whose chain hash is
         ``previous``, and its parameters."""
         accounts = [account(UUID(str(e.originator_id))) for e in stored_events]
@@ -166,8 +176,9 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
         statement = self._insert_values.get(rows)
         if statement is None:
             values = SQL(", ").join([SQL("(%s, %s, %s, %s, %s, %s)")] * rows)
-            statement = self._insert_prefix + SQL("VALUES ") + values
-            statement += SQL(" RETURNING notification_id")
+            statement = (
+                self._insert_prefix + SQL("VALUES ") + values + SQL(" RETURNING notification_id")
+            ).as_bytes()
             self._insert_values[rows] = statement
         params: list[Any] = []
         for e, account_id, chain_hash in zip(stored_events, accounts, hashes, strict=True):
@@ -210,32 +221,38 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
         table ``snapshots`` if it has one, then its events after it, by version; the
         aggregates one after another (what loading a batch of aggregates needs).
 
-        A lateral index look-up per aggregate: as a join, the planner scans the whole
-        table whenever its statistics are stale (a new schema, a burst of inserts)."""
-        statement = SQL(
-            "WITH a AS (SELECT DISTINCT id FROM unnest(%s::uuid[]) AS a(id)), "
-            "s AS (SELECT DISTINCT ON (originator_id) originator_id, originator_version, "
-            "topic, state FROM {0}.{1} WHERE originator_id IN (SELECT id FROM a) "
-            "ORDER BY originator_id, originator_version DESC) "
-            "SELECT true AS snapshot, * FROM s UNION ALL "
-            "SELECT false, e.* FROM a LEFT JOIN s ON s.originator_id = a.id "
-            "CROSS JOIN LATERAL (SELECT originator_id, originator_version, topic, state "
-            "FROM {0}.{2} WHERE originator_id = a.id "
-            "AND originator_version > coalesce(s.originator_version, 0)) e "
-            "ORDER BY originator_id, snapshot DESC, originator_version"
-        ).format(
-            Identifier(self.datastore.schema),
-            Identifier(snapshots),
-            Identifier(self.events_table_name),
-        )
-        rows: list[StoredEvent] = self._select(statement, (list(ids),))
-        return rows
-
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-    def _select(self, statement: Composed, params: tuple[Any, ...]) -> list[StoredEvent]:
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, params, prepare=True)
-            return [_stored_event(row) for row in curs.fetchall()]
+        Index look-ups per aggregate (LATERAL, kept from being flattened into a join by
+        LIMIT and OFFSET 0): as a join, the planner scanned the whole events table while
+        it was small or its statistics stale, three times slower on a fresh ledger."""
+        statement = self._select_current.get(snapshots)
+        if statement is None:
+            statement = self._select_current[snapshots] = (
+                SQL(
+                    "WITH s AS MATERIALIZED (SELECT a.id, s.originator_version, s.topic, "
+                    "s.state FROM unnest(%b::uuid[]) AS a(id) LEFT JOIN LATERAL ("
+                    "SELECT originator_version, topic, state FROM {0}.{1} "
+                    "WHERE originator_id = a.id ORDER BY originator_version DESC LIMIT 1"
+                    ") s ON true) "
+                    "SELECT true AS snapshot, id, originator_version, topic, state FROM s "
+                    "WHERE originator_version IS NOT NULL UNION ALL "
+                    "SELECT false, e.* FROM s CROSS JOIN LATERAL ("
+                    "SELECT originator_id, originator_version, topic, state FROM {0}.{2} "
+                    "WHERE originator_id = s.id "
+                    "AND originator_version > coalesce(s.originator_version, 0) OFFSET 0) e "
+                    "ORDER BY 2, 1 DESC, 3"
+                )
+                .format(
+                    Identifier(self.datastore.schema),
+                    Identifier(snapshots),
+                    Identifier(self.events_table_name),
+                )
+                .as_bytes()
+            )
+        # Tuple rows: a dict per row cost more than the rest of reading it.
+        return [
+            StoredEvent(originator_id=i, originator_version=v, topic=t, state=bytes(s))
+            for _, i, v, t, s in self._select_rows(statement, (list(dict.fromkeys(ids)),))
+        ]
 
     def select_chain(self, start: int, limit: int) -> list[ChainRow]:
         """Up to ``limit`` rows of the chain from position ``start`` on, in order."""
@@ -262,7 +279,7 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
         ]
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-    def _select_rows(self, statement: Composed, params: tuple[Any, ...]) -> list[TupleRow]:
+    def _select_rows(self, statement: bytes | Composed, params: tuple[Any, ...]) -> list[TupleRow]:
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as c:
             c.execute(statement, params, prepare=True)
             return c.fetchall()

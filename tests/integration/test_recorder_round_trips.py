@@ -77,3 +77,28 @@ def test_many_aggregates_load_in_one_go_from_their_snapshots_and_later_events(
         assert len(again.payment_methods) == 52
         assert (fresh.version, fresh.email) == (1, "new@example.com")
         assert ledger.load_many([]) == {}
+
+
+def test_loading_looks_each_aggregate_up_by_index_on_a_fresh_ledger(postgres_url: str) -> None:
+    """Never analysed, a few thousand rows: the planner's favourite is to scan the whole
+    events table and hash-join it; the load must still look each aggregate up by index."""
+    with bootstrap(postgres_url) as ledger:
+        customers = [
+            Customer.register(uuid4(), f"c{n}@example.com", f"C {n}", "EUR", AT)
+            for n in range(2000)
+        ]
+        ledger.save(*customers)
+        recorder = ledger.recorder
+        assert isinstance(recorder, LeanPostgresApplicationRecorder)
+        recorder.select_current("ledger_snapshots", [customers[0].id])
+        statement = recorder._select_current["ledger_snapshots"]
+        with recorder.datastore.get_connection() as conn:
+            conn.execute("SET plan_cache_mode = force_generic_plan")
+            conn.execute(b"PREPARE load_current AS " + statement.replace(b"%b", b"$1"))
+            ids = "{" + ",".join(str(c.id) for c in customers[:3]) + "}"
+            plan = conn.execute(f"EXPLAIN EXECUTE load_current('{ids}')").fetchall()
+            conn.execute("DEALLOCATE load_current")
+            conn.execute("RESET plan_cache_mode")
+        lines = [row["QUERY PLAN"] for row in plan]
+        assert not [line for line in lines if "Seq Scan" in line], "\n".join(lines)
+        assert len(ledger.load_many([c.id for c in customers[:3]])) == 3
