@@ -276,6 +276,9 @@ class PersonalData:
 
     def _kept(self, customer_id: UUID, make: bool) -> _Kept:
         """The customer's key, opened (or made if ``make``) if need be."""
+        kept = self._opened.get(customer_id)
+        if kept is not None and kept.until > self._monotonic():
+            return kept  # the common case, every sealed field: no list, no query
         if self._not_opened([customer_id]):
             if make:
                 self.prepare([customer_id])

@@ -56,8 +56,12 @@ class PeriodAsList(Transcoding):
 class DataclassAsDict(Transcoding):
     """A frozen dataclass as a dict of its fields (nested values are transcoded too)."""
 
+    def __init__(self) -> None:
+        # ``fields()`` walks the class each call: every saved invoice line paid for it.
+        self.names = tuple(f.name for f in fields(self.type))
+
     def encode(self, obj: Any) -> dict[str, Any]:
-        return {f.name: getattr(obj, f.name) for f in fields(obj)}
+        return {name: getattr(obj, name) for name in self.names}
 
     def decode(self, data: dict[str, Any]) -> Any:
         return self.type(**data)
