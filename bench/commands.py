@@ -170,6 +170,12 @@ def stored_transactions(
     ]
 
 
+def insert_statement(table: sql.Composed, rows: int) -> sql.Composed:
+    """One INSERT of ``rows`` rows of ``COLUMNS`` into ``table``."""
+    values = sql.SQL(", ").join([sql.SQL("(%s, %s, %s, %s)")] * rows)
+    return sql.SQL(f"INSERT INTO {{}} ({COLUMNS}) VALUES {{}}").format(table, values)
+
+
 def run_ours(phase: Phase, ledger: Ledger, clock: SimulatedClock) -> Rate:
     started = perf_counter()
     for command in phase.commands:
@@ -201,10 +207,7 @@ class RawLedger:
 
     def insert_statement(self, rows: int) -> sql.Composed:
         if rows not in self.inserts:
-            values = sql.SQL(", ").join([sql.SQL("(%s, %s, %s, %s)")] * rows)
-            self.inserts[rows] = sql.SQL(f"INSERT INTO {{}} ({COLUMNS}) VALUES {{}}").format(
-                self.table, values
-            )
+            self.inserts[rows] = insert_statement(self.table, rows)
         return self.inserts[rows]
 
     def run(self, commands: Sequence[RawCommand]) -> Rate:
