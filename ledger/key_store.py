@@ -25,8 +25,8 @@ from uuid import UUID
 from eventsourcing.persistence import ApplicationRecorder, IntegrityError
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore
-from psycopg import Cursor
-from psycopg.rows import DictRow
+from psycopg import Connection
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 from ledger.personal_data import CHECK_ROW, KeyStore
@@ -148,17 +148,18 @@ class PostgresKeyStore:
         return {row["customer_id"]: _bytes(row["wrapped_key"]) for row in rows}
 
     def add(self, keys: Mapping[UUID, bytes]) -> set[UUID]:
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            return self.add_in(curs, keys)
+        with self.datastore.get_connection() as conn:
+            return self.add_in(conn, keys)
 
-    def add_in(self, curs: Cursor[DictRow], keys: Mapping[UUID, bytes]) -> set[UUID]:
-        """``add`` within the transaction of ``curs`` (with none, on its own)."""
+    def add_in(self, conn: Connection[Any], keys: Mapping[UUID, bytes]) -> set[UUID]:
+        """``add`` within the transaction of ``conn`` (with none, on its own)."""
         insert = self._sql(
             "INSERT INTO {table} AS t (customer_id, wrapped_key) "
             "SELECT * FROM unnest(%b::uuid[], %b::bytea[])" + _ADD_TAIL
         )
-        rows = curs.execute(insert, (list(keys), list(keys.values())), prepare=True).fetchall()
-        return {row["customer_id"] for row in rows}
+        with conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(insert, (list(keys), list(keys.values())), prepare=True)
+            return {row[0] for row in curs.fetchall()}
 
     def destroy(self, customer_id: UUID, at: datetime) -> None:
         with self.datastore.transaction(commit=True) as curs:

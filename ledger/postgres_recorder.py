@@ -195,18 +195,19 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
             raise ProgrammingError("an application recorder does not record tracking")
         if not stored_events:
             return []
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+        # Tuple rows: a dict per returned id cost a twentieth of a billing run's saves.
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
             try:
                 curs.execute(self._preamble)
                 while curs.nextset():  # to the last statement's result: the newest row's hash
                     pass
                 head = curs.fetchone()
-                previous = head["chain_hash"] if head and head["chain_hash"] else GENESIS
+                previous = head[0] if head and head[0] else GENESIS
                 if keys := keys_to_store():
-                    refuse_conflicts(keys, self._keys.add_in(curs, keys))
+                    refuse_conflicts(keys, self._keys.add_in(conn, keys))
                 statement, params = self._insert(stored_events, previous)
                 curs.execute(statement, params, prepare=True)
-                ids = [row["notification_id"] for row in curs.fetchall()]
+                ids = [row[0] for row in curs.fetchall()]
                 conn.commit()
             except BaseException:
                 # The transaction began in the preamble: end it before the connection goes
