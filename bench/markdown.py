@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from bench.machine import Machine
-from bench.report import Result
+from bench.report import Result, figure
 from bench.scale import MEMORY_TOLERANCE_MB, TIME_TOLERANCE, ScaleResult, Segment, labels
 
 # The lowest acceptable ratio to raw of each benchmark that has one.
@@ -27,7 +27,7 @@ def _rows(result: Result) -> list[list[str]]:
     """The result's row, then one per variant."""
     target = TARGETS.get(result.name)
     met = "" if target is None else ("yes" if result.ratio >= target else "**no**")
-    figures = ", ".join(f"{key} {value:.1f}" for key, value in result.figures.items())
+    figures = ", ".join(f"{key} {figure(value)}" for key, value in result.figures.items())
     own = [
         f"`{result.name}`",
         f"{result.value:,.0f}",

@@ -43,6 +43,11 @@ class Rate:
         return Rate(self.operations + other.operations, self.seconds + other.seconds)
 
 
+def figure(value: float) -> str:
+    """A further figure as printed: a ratio with two decimals, a latency with one."""
+    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+
+
 @dataclass(frozen=True)
 class Sample:
     """One repetition: our figure and the raw psycopg figure, measured in the same run."""
@@ -91,7 +96,7 @@ class Result:
 
     def line(self) -> str:
         """One line for this result, then one per variant."""
-        figures = "".join(f"  {key}: {value:.1f}" for key, value in self.figures.items())
+        figures = "".join(f"  {key}: {figure(value)}" for key, value in self.figures.items())
         own = f"{self.name}: {self.value:.0f}/s  raw: {self.raw:.0f}/s  ratio: {self.ratio:.2f}"
         return "\n".join([own + figures, *(variant.line() for variant in self.variants)])
 
