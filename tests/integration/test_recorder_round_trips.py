@@ -102,3 +102,25 @@ def test_loading_looks_each_aggregate_up_by_index_on_a_fresh_ledger(postgres_url
         lines = [row["QUERY PLAN"] for row in plan]
         assert not [line for line in lines if "Seq Scan" in line], "\n".join(lines)
         assert len(ledger.load_many([c.id for c in customers[:3]])) == 3
+
+
+def test_loading_is_planned_once_per_connection_not_at_every_execution(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL plans a prepared statement anew for each execution while those custom
+    plans look cheaper than the generic one, as they always did for the load query: the
+    planning cost as much as the look-ups."""
+    with bootstrap(postgres_url) as ledger:
+        customer = Customer.register(uuid4(), "c@example.com", "C", "EUR", AT)
+        ledger.save(customer)
+        for _ in range(30):
+            assert set(ledger.load_many([customer.id, uuid4()])) == {customer.id}
+        recorder = ledger.recorder
+        assert isinstance(recorder, LeanPostgresApplicationRecorder)
+        with recorder.datastore.get_connection() as conn:
+            plans = conn.execute(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                "WHERE statement LIKE '%unnest(%' AND statement LIKE '%ledger_snapshots%'"
+            ).fetchall()
+        assert plans, "the load query was not prepared on this connection"
+        assert [(p["generic_plans"] > 0, p["custom_plans"]) for p in plans] == [(True, 0)]
