@@ -25,6 +25,7 @@ from ledger import collector
 from ledger.application import Ledger
 from ledger.clock import ensure_utc
 from ledger.customers import Customer
+from ledger.ids import as_uuid
 from ledger.invoices import Invoice
 from ledger.subscriptions import Subscription
 
@@ -57,7 +58,7 @@ class ReplayedEvent:
 
     @property
     def aggregate_id(self) -> UUID:
-        return UUID(str(self.event.originator_id))
+        return as_uuid(self.event.originator_id)
 
     @property
     def timestamp(self) -> datetime:

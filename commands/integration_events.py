@@ -27,6 +27,7 @@ from ledger.clock import ensure_utc
 from ledger.coupons import Coupon
 from ledger.customers import Customer, PaymentMethod
 from ledger.idempotency import CommandRecord
+from ledger.ids import as_uuid
 from ledger.invoices import Invoice
 from ledger.subscriptions import Subscription, SubscriptionStatus
 from ledger.webhook_endpoints import WebhookEndpoint
@@ -140,7 +141,7 @@ def customer_named_by(event: Aggregate.Event) -> UUID | None:
     create a subscription or an invoice. Their later events name none: the publisher
     looks up the aggregate's (it never changes)."""
     if isinstance(event, Customer.Event):
-        return UUID(str(event.originator_id))
+        return as_uuid(event.originator_id)
     if isinstance(event, Subscription.Started | Invoice.Issued):
         return event.customer_id
     return None

@@ -36,6 +36,7 @@ from commands.integration_events import (
 from commands.streams import Streams
 from ledger.application import Ledger
 from ledger.clock import Clock
+from ledger.ids import as_uuid
 from ledger.invoices import Invoice
 from ledger.subscriptions import Subscription
 
@@ -114,15 +115,15 @@ class OutboxPublisher:
         owned = [e for e in events if isinstance(e, Subscription.Event | Invoice.Event)]
         for event in owned:
             if (named := customer_named_by(event)) is not None:
-                self._owners[UUID(str(event.originator_id))] = named
-        missing = {UUID(str(e.originator_id)) for e in owned} - set(self._owners)
+                self._owners[as_uuid(event.originator_id)] = named
+        missing = {as_uuid(e.originator_id) for e in owned} - set(self._owners)
         for aggregate_id, aggregate in self.ledger.load_many(missing).items():
             if isinstance(aggregate, Subscription | Invoice):
                 self._owners[aggregate_id] = aggregate.customer_id
 
     def _customer_of(self, event: Aggregate.Event) -> UUID | None:
         if isinstance(event, Subscription.Event | Invoice.Event):
-            return self._owners[UUID(str(event.originator_id))]
+            return self._owners[as_uuid(event.originator_id)]
         return customer_named_by(event)
 
     def _fire_due_signals(self) -> int:

@@ -31,6 +31,7 @@ from ledger.customers import Customer, CustomerErased
 from ledger.dunning import DunningPolicy
 from ledger.errors import NotFound
 from ledger.idempotency import CommandRecord, command_record_id
+from ledger.ids import as_uuid
 from ledger.invoices import Invoice
 from ledger.key_store import key_store_for
 from ledger.personal_data import SEALED_EVENTS, PersonalData, PersonalDataMapper, master_key
@@ -274,7 +275,7 @@ class Ledger(Application[UUID]):
         start = 1
         while True:
             batch = self.recorder.select_notifications(start, page, topics=[topic])
-            yield from (UUID(str(n.originator_id)) for n in batch)
+            yield from (as_uuid(n.originator_id) for n in batch)
             if len(batch) < page:
                 return
             start = batch[-1].id + 1

@@ -27,6 +27,8 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
+from ledger.ids import as_uuid
+
 GENESIS = bytes(32)
 # Where a walk of the chain starts: below any position a row could be given by hand, so
 # that none escapes the walk (the ledger itself numbers from 1).
@@ -89,10 +91,9 @@ def links(
     the event whose hash is ``previous``."""
     hashes = []
     for event, account_id in zip(events, accounts, strict=True):
-        originator_id = event.originator_id
         previous = link(
             previous,
-            originator_id if isinstance(originator_id, UUID) else UUID(originator_id),
+            as_uuid(event.originator_id),
             event.originator_version,
             event.topic,
             account_id,

@@ -47,6 +47,7 @@ from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent
 from eventsourcing.utils import Environment, get_topic
 
 from ledger.customers import ERASED, Customer
+from ledger.ids import as_uuid
 
 PREFIX = "sealed:1:"
 PERSONAL_FIELDS = ("email", "name", "phone")
@@ -215,7 +216,7 @@ class PersonalData:
 
     def prefetch(self, stored: Iterable[StoredEvent]) -> None:
         """Opens, in one query, the keys that decoding ``stored`` will need."""
-        ids = {UUID(str(s.originator_id)) for s in stored if s.topic in SEALED_TOPICS}
+        ids = {as_uuid(s.originator_id) for s in stored if s.topic in SEALED_TOPICS}
         if wanted := self._not_opened(ids):
             self._keep(self.keys.wrapped(wanted))
 
@@ -328,7 +329,7 @@ class PersonalDataMapper(Mapper[UUID]):
         holder = _personal_fields(domain_event)
         if personal is None or holder is None:
             return super().to_stored_event(domain_event)
-        customer_id = UUID(str(domain_event.originator_id))
+        customer_id = as_uuid(domain_event.originator_id)
         sealed = {**holder, **_changed(holder, lambda v: personal.seal(customer_id, v))}
         state = vars(domain_event)
         state = {**state, "state": sealed} if isinstance(domain_event, Snapshot) else sealed
@@ -341,7 +342,7 @@ class PersonalDataMapper(Mapper[UUID]):
         event = super().to_domain_event(stored_event)
         personal = self.personal_data
         if personal is not None and (holder := _personal_fields(event)) is not None:
-            customer_id = UUID(str(stored_event.originator_id))
+            customer_id = as_uuid(stored_event.originator_id)
             # A decoded event is a fresh object: its state is ours to change.
             holder.update(_changed(holder, lambda v: personal.open(customer_id, v)))
         return event

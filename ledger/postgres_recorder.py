@@ -53,6 +53,7 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from ledger.accounts import account
 from ledger.chain import GENESIS, ChainRow, links
+from ledger.ids import as_uuid
 from ledger.key_store import PostgresKeyStore, refuse_conflicts
 from ledger.personal_data import keys_to_store
 
@@ -169,7 +170,7 @@ class LeanPostgresApplicationRecorder(PostgresApplicationRecorder):
     ) -> tuple[bytes, list[Any]]:
         """The statement inserting ``stored_events`` after the row whose chain hash is
         ``previous``, and its parameters."""
-        accounts = [account(UUID(str(e.originator_id))) for e in stored_events]
+        accounts = [account(as_uuid(e.originator_id)) for e in stored_events]
         hashes = links(previous, stored_events, accounts)
         rows = len(stored_events)
         if rows > MAX_VALUES_ROWS:

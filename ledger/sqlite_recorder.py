@@ -36,6 +36,7 @@ from eventsourcing.sqlite import (
 
 from ledger.accounts import account
 from ledger.chain import GENESIS, ChainRow, links
+from ledger.ids import as_uuid
 from ledger.key_store import SQLiteKeyStore, refuse_conflicts
 from ledger.personal_data import keys_to_store
 
@@ -136,7 +137,7 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         c.execute(self._select_head_hash)
         head = c.fetchone()
         previous = head[0] if head and head[0] else GENESIS
-        accounts = [account(UUID(str(e.originator_id))) for e in stored_events]
+        accounts = [account(as_uuid(e.originator_id)) for e in stored_events]
         hashes = links(previous, stored_events, accounts)
         ids = []
         for e, account_id, chain_hash in zip(stored_events, accounts, hashes, strict=True):
