@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -22,6 +23,7 @@ from ledger.application import Ledger
 from ledger.billing import Mark, bill
 from ledger.customers import Customer
 from ledger.errors import TooManyConflicts
+from ledger.ids import IDS_KEPT
 from ledger.invoices import Invoice
 from ledger.money import Money
 from ledger.subscriptions import Subscription
@@ -35,6 +37,7 @@ class Outcome:
     changed: tuple[Aggregate, ...]
 
 
+@lru_cache(maxsize=IDS_KEPT)  # derived to prefetch, then again by the handler
 def derived_id(kind: str, command_id: str) -> UUID:
     """Ids of created aggregates derive from the command id: a retry creates the same one."""
     return uuid5(NAMESPACE_URL, f"subledger:{kind}:{command_id}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -25,6 +25,7 @@ from ledger.errors import (
     PriceArchived,
     UnknownPrice,
 )
+from ledger.ids import IDS_KEPT
 from ledger.money import Money
 
 MAX_TRIAL_DAYS = 730
@@ -68,6 +69,7 @@ def price_id(plan_code: str, interval: Interval, currency: str, version: int) ->
     return f"{plan_code}-{count}{interval.unit}-{currency.lower()}-v{version}"
 
 
+@lru_cache(maxsize=IDS_KEPT)  # every command naming a plan derives its id anew
 def plan_id(code: str) -> UUID:
     """Plan ids derive from their code, so a code is registered at most once."""
     return uuid5(NAMESPACE_URL, f"subledger:plan:{code}")
